@@ -1,0 +1,3 @@
+"""avatar-meta: meta-learning backend for Unity ML-Agents avatars."""
+
+__version__ = "0.1.0"

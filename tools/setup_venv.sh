@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Creates .venv and installs avatar-meta with the ML-Agents Release 22 Python packages.
+# mlagents/mlagents-envs 1.1.0 declare Python <=3.10.12 and pin grpcio<=1.48.2 (no wheels for
+# 3.11+), so they go in with --no-deps --ignore-requires-python and their real needs are
+# installed from requirements/ under requirements/constraints.txt. See docs/install.md.
+set -euo pipefail
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+cd "$(dirname "$0")/.."
+
+"$PYTHON" - <<'PY'
+import sys
+if sys.version_info < (3, 10) or sys.version_info >= (3, 13):
+    sys.exit(f"avatar-meta supports Python 3.10-3.12; {sys.version.split()[0]} found. "
+             "Set PYTHON=python3.11 (for example) and run make again.")
+PY
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV with $("$PYTHON" --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install --upgrade "pip>=24"
+echo "[setup] installing mlagents 1.1.0 + mlagents-envs 1.1.0 (no-deps, see docs/install.md)"
+"${PIP[@]}" install --no-deps --ignore-requires-python mlagents==1.1.0 mlagents-envs==1.1.0
+echo "[setup] installing pinned runtime and dev dependencies"
+"${PIP[@]}" install -c requirements/constraints.txt -r requirements/runtime.txt -r requirements/dev.txt
+echo "[setup] installing avatar-meta (editable)"
+"${PIP[@]}" install -c requirements/constraints.txt --no-deps --no-build-isolation -e .
+# Fail fast if anything moved protobuf under mlagents-envs' generated messages.
+"$VENV/bin/python" -c "import avatar_meta.compat as c; c.check_stack()"
+echo "[setup] done: $VENV"
