@@ -67,3 +67,9 @@ def test_generated_csharp_carries_every_number() -> None:
             assert f'"{p.name}"' in text
     for name, _ in contract.OBSERVATION_LAYOUT:
         assert f"= {contract.OBS[name].start};" in text
+
+
+def test_param_clip_turns_nan_into_midpoint() -> None:
+    landmark = contract.FAMILY_BY_NAME["reach_landmark"].params[0]
+    assert landmark.clip(float("nan")) == 1.0
+    assert contract.BODY_PARAMS[0].clip(float("nan")) == 2.0

@@ -107,7 +107,11 @@ class ParamSpec:
     doc: str = ""
 
     def clip(self, value: float) -> float:
-        value = min(max(float(value), self.low), self.high)
+        """Clamp into [low, high] (rounded for integer choices); NaN becomes the midpoint."""
+        value = float(value)
+        if value != value:  # NaN compares unequal to itself
+            value = (self.low + self.high) / 2
+        value = min(max(value, self.low), self.high)
         return float(round(value)) if self.integer else value
 
 
