@@ -70,3 +70,15 @@ def test_bench_protocol_quick_writes_json(tmp_path: Path) -> None:
         parts = row["breakdown_ms"]
         assert parts["total_per_step"] > 0
         assert parts["trainer_decode"] > 0 and parts["world_encode"] > 0
+
+
+def test_demo_tour_runs_every_family_through_the_protocol(free_port: int) -> None:
+    out = run_cli("demo", "--episodes", "1", "--base-port", str(free_port), timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = [line for line in out.stdout.splitlines() if line.split()[:1]]
+    for family in ("reach_landmark", "follow_visitor", "greet_visitor", "keep_distance",
+                   "pace_match", "patrol"):
+        rows = [line for line in table if line.startswith(family)]
+        assert len(rows) == 2, out.stdout
+        random_ret, scripted_ret = (float(x) for x in rows[0].split()[-2:])
+        assert scripted_ret > random_ret
