@@ -39,6 +39,14 @@ FIELDS = ("obs", "mask", "cont_action", "gesture", "reward", "done", "interrupte
 _USED: set[int] = set()
 
 
+@pytest.fixture(params=["fast", "stock"], autouse=True)
+def protocol_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test on both protocol paths (issue 7): AVATAR_META_PROTOCOL is inherited by
+    the world process and read by MLAgentsTaskEnv (stock `UnityEnvironment` stays stock)."""
+    monkeypatch.setenv("AVATAR_META_PROTOCOL", request.param)
+    return str(request.param)
+
+
 def free_port_block(size: int) -> int:
     """A base port such that base .. base+size-1 are free on loopback now (and unused here)."""
     for _ in range(200):

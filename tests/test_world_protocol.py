@@ -37,6 +37,16 @@ from avatar_meta.world.types import EpisodeStats, TaskSpec
 from avatar_meta.world.unity_client import BEHAVIOR_KEY, decode_actions
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(params=["fast", "stock"], autouse=True)
+def protocol_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test on both protocol paths (issue 7): AVATAR_META_PROTOCOL is inherited by
+    the world process and read by MLAgentsTaskEnv (stock `UnityEnvironment` stays stock)."""
+    monkeypatch.setenv("AVATAR_META_PROTOCOL", request.param)
+    return str(request.param)
+
+
 OpenWorld = Callable[..., Any]
 V = contract.OBS["own_velocity"]
 VIS, DIST = contract.OBS["visitor_position"], contract.OBS["visitor_distance"]

@@ -21,7 +21,7 @@ SUITES = {"protocol": "avatar_meta.benchmarks.protocol"}
 
 def machine_info() -> dict[str, Any]:
     """What the figures depend on: CPU, cores, Python and the packages on the hot paths."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in ("avatar-meta", "mlagents-envs", "protobuf", "grpcio", "numpy", "torch"):
         try:
             versions[name] = md.version(name)

@@ -1,19 +1,24 @@
 """`avatar-meta bench protocol`: agent-steps/s through the real ML-Agents protocol.
 
-For each size (1, 8, 32, 64 agents) the same run measures:
-- `protocol_steps_per_s`: stock `UnityEnvironment` driving the headless world process over
-  gRPC on loopback (set_actions + step + get_steps, random actions);
-- `inprocess_steps_per_s`: the same plaza stepped in this process (the baseline; the ratio
-  `protocol_vs_inprocess` says what the protocol costs);
-- `breakdown_ms`: where one protocol step's time goes. Trainer-side parts come from
-  mlagents-envs' own hierarchical timers; world-side parts are re-measured in this process on an
-  identical plaza with the world's own encoder/decoder; `transport` is the remainder of the
-  trainer's `communicator.exchange` time (gRPC, pipes, scheduling between the two processes).
+For each size (1, 8, 32, 64 agents) the same run measures both protocol paths (issue 7):
+- `stock_steps_per_s`: stock `UnityEnvironment` driving a world process started with
+  AVATAR_META_PROTOCOL=stock (protobuf objects on both sides: the reference);
+- `fast_steps_per_s`: `envs.fast_env.FastUnityEnvironment` (our trainer's default) driving a
+  world with the fast bytes codec (`world.fast_encode`);
+- `protocol_steps_per_s`: the default path, i.e. the same number as `fast_steps_per_s`;
+- `inprocess_steps_per_s`: the same plaza stepped in this process (the baseline);
+- `stock_breakdown_ms` / `fast_breakdown_ms` (`breakdown_ms` = the default path's): where one
+  step's time goes. Trainer-side parts come from mlagents-envs' hierarchical timers; world-side
+  parts are re-measured in this process on an identical plaza with the world's codec of that
+  path; `transport` is the remainder of the trainer's `communicator.exchange` time (gRPC, pipes
+  or queues, scheduling between the two processes).
+Each agent takes random actions; every step is set_actions + step + get_steps.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from typing import Any
@@ -32,14 +37,13 @@ def _random_actions(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.nd
 
 
 def _time_inprocess(n: int, steps: int) -> dict[str, float]:
-    """Plaza alone, then the world's encode/decode work for the same sizes (ms per step)."""
+    """Plaza alone, then each world codec's encode/decode work for the same sizes (ms/step)."""
     from mlagents_envs.communicator_objects.agent_action_pb2 import AgentActionProto
     from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto
-    from mlagents_envs.communicator_objects.unity_rl_input_pb2 import UnityRLInputProto
 
     from avatar_meta.world.plaza import Plaza
     from avatar_meta.world.side_channels import ProblemLog
-    from avatar_meta.world.unity_client import BEHAVIOR_KEY, AgentInfoWriter, decode_actions
+    from avatar_meta.world.unity_client import BEHAVIOR_KEY, FastCodec, StockCodec
 
     rng = np.random.default_rng(0)
     plaza = Plaza(num_areas=n, seed=0)
@@ -47,33 +51,29 @@ def _time_inprocess(n: int, steps: int) -> dict[str, float]:
     actions = [_random_actions(rng, n) for _ in range(steps)]
     start = time.perf_counter()
     results = [plaza.step(c, g) for c, g in actions]
-    sim = (time.perf_counter() - start) / steps
+    out = {"sim": (time.perf_counter() - start) / steps * 1e3}
 
-    writer = AgentInfoWriter()
-    start = time.perf_counter()
-    for result in results:
-        message = UnityMessageProto()
-        message.header.status = 200
-        writer.write_step(message.unity_output.rl_output, result)
-        message.SerializeToString()
-    encode = (time.perf_counter() - start) / steps
-
-    rl_input = UnityRLInputProto()
-    for cont, gest in zip(actions[0][0], actions[0][1], strict=True):
+    wire = UnityMessageProto()  # the trainer's answer as stock mlagents-envs writes it
+    wire.header.status = 200
+    for cont, gest in zip(actions[0][0].tolist(), actions[0][1].tolist(), strict=True):
         action = AgentActionProto()
-        action.continuous_actions.extend(cont.tolist())
+        action.vector_actions_deprecated.extend([*cont, float(gest)])
+        action.continuous_actions.extend(cont)
         action.discrete_actions.append(int(gest))
-        rl_input.agent_actions[BEHAVIOR_KEY].value.append(action)
-    wire = UnityMessageProto()
-    wire.unity_input.rl_input.CopyFrom(rl_input)
+        wire.unity_input.rl_input.agent_actions[BEHAVIOR_KEY].value.append(action)
     payload = wire.SerializeToString()
     problems = ProblemLog(logging.getLogger("avatar_meta.bench"))
-    start = time.perf_counter()
-    for _ in range(steps):
-        parsed = UnityMessageProto.FromString(payload)
-        decode_actions(parsed.unity_input.rl_input, n, problems)
-    decode = (time.perf_counter() - start) / steps
-    return {"sim": sim * 1e3, "world_encode": encode * 1e3, "world_decode": decode * 1e3}
+    for name, codec in (("stock", StockCodec()), ("fast", FastCodec())):
+        start = time.perf_counter()
+        for result in results:
+            codec.step_message(result, b"", False)
+        out[f"{name}_encode"] = (time.perf_counter() - start) / steps * 1e3
+        start = time.perf_counter()
+        for _ in range(steps):
+            state = codec.parse(payload)[3]
+            codec.actions(state, n, problems)
+        out[f"{name}_decode"] = (time.perf_counter() - start) / steps * 1e3
+    return out
 
 
 def _timer_total(tree: dict[str, Any], name: str) -> float:
@@ -86,21 +86,31 @@ def _timer_total(tree: dict[str, Any], name: str) -> float:
     return total
 
 
-def _time_protocol(n: int, steps: int, warmup: int, base_port: int) -> dict[str, float]:
+def _time_protocol(n: int, steps: int, warmup: int, base_port: int, mode: str) -> dict[str, float]:
+    """One world process + trainer, both on path `mode` (the world reads it from its env)."""
     from mlagents_envs import timers
     from mlagents_envs.base_env import ActionTuple
-    from mlagents_envs.environment import UnityEnvironment
 
+    from avatar_meta.envs.fast_env import environment_class
+    from avatar_meta.wire import PROTOCOL_ENV
     from avatar_meta.world.launcher import world_executable_path
 
-    env = UnityEnvironment(
-        file_name=world_executable_path(),
-        base_port=base_port,
-        seed=0,
-        no_graphics=True,
-        additional_args=["--num-areas", str(n), "--no-stats"],
-        timeout_wait=60,
-    )
+    saved = os.environ.get(PROTOCOL_ENV)
+    os.environ[PROTOCOL_ENV] = mode  # inherited by the world process
+    try:
+        env = environment_class(mode)(
+            file_name=world_executable_path(),
+            base_port=base_port,
+            seed=0,
+            no_graphics=True,
+            additional_args=["--num-areas", str(n), "--no-stats"],
+            timeout_wait=60,
+        )
+    finally:
+        if saved is None:
+            os.environ.pop(PROTOCOL_ENV, None)
+        else:
+            os.environ[PROTOCOL_ENV] = saved
     try:
         env.reset()
         behavior = next(iter(env.behavior_specs))
@@ -127,52 +137,63 @@ def _time_protocol(n: int, steps: int, warmup: int, base_port: int) -> dict[str,
         "per_step": per_step * 1e3,
         "exchange": _timer_total(tree, "communicator.exchange") / steps * 1e3,
         "trainer_encode": _timer_total(tree, "_generate_step_input") / steps * 1e3,
-        "trainer_decode": _timer_total(tree, "steps_from_proto") / steps * 1e3,
+        "trainer_decode": (
+            _timer_total(tree, "steps_from_proto") + _timer_total(tree, "fast_steps_from_bytes")
+        )
+        / steps
+        * 1e3,
     }
 
 
+def _breakdown(world: dict[str, float], proto: dict[str, float], mode: str) -> dict[str, float]:
+    encode, decode = world[f"{mode}_encode"], world[f"{mode}_decode"]
+    transport = max(proto["exchange"] - world["sim"] - encode - decode, 0.0)
+    other = (
+        proto["per_step"] - proto["exchange"] - proto["trainer_encode"] - proto["trainer_decode"]
+    )
+    parts = {
+        "world_sim": world["sim"],
+        "world_encode": encode,
+        "world_decode_actions": decode,
+        "transport": transport,
+        "trainer_encode_actions": proto["trainer_encode"],
+        "trainer_decode": proto["trainer_decode"],
+        "trainer_other": max(other, 0.0),
+        "total_per_step": proto["per_step"],
+    }
+    return {k: round(v, 4) for k, v in parts.items()}
+
+
 def run(quick: bool = False, sizes: tuple[int, ...] = SIZES, base_port: int = 6105) -> dict:
-    """Measure every size; returns the `results` object of the suite's JSON."""
+    """Measure every size on both paths; returns the `results` object of the suite's JSON."""
     warnings.filterwarnings("ignore")
     steps, warmup = (60, 10) if quick else (600, 50)
     results: dict[str, Any] = {}
     for k, n in enumerate(sizes):
         world = _time_inprocess(n, steps)
-        proto = _time_protocol(n, steps, warmup, base_port + k)
-        transport = max(
-            proto["exchange"] - world["sim"] - world["world_encode"] - world["world_decode"], 0.0
-        )
-        protocol_rate = n / (proto["per_step"] / 1e3)
+        stock = _time_protocol(n, steps, warmup, base_port + 2 * k, "stock")
+        fast = _time_protocol(n, steps, warmup, base_port + 2 * k + 1, "fast")
+        stock_rate = n / (stock["per_step"] / 1e3)
+        fast_rate = n / (fast["per_step"] / 1e3)
         inprocess_rate = n / (world["sim"] / 1e3)
+        fast_parts = _breakdown(world, fast, "fast")
         results[f"agents_{n}"] = {
             "agents": n,
             "steps": steps,
-            "protocol_steps_per_s": round(protocol_rate, 1),
+            "protocol_steps_per_s": round(fast_rate, 1),
+            "stock_steps_per_s": round(stock_rate, 1),
+            "fast_steps_per_s": round(fast_rate, 1),
             "inprocess_steps_per_s": round(inprocess_rate, 1),
             "baseline": "inprocess_steps_per_s",
-            "protocol_vs_inprocess": round(protocol_rate / inprocess_rate, 4),
-            "breakdown_ms": {
-                "world_sim": round(world["sim"], 4),
-                "world_encode": round(world["world_encode"], 4),
-                "world_decode_actions": round(world["world_decode"], 4),
-                "transport": round(transport, 4),
-                "trainer_encode_actions": round(proto["trainer_encode"], 4),
-                "trainer_decode": round(proto["trainer_decode"], 4),
-                "trainer_other": round(
-                    max(
-                        proto["per_step"]
-                        - proto["exchange"]
-                        - proto["trainer_encode"]
-                        - proto["trainer_decode"],
-                        0.0,
-                    ),
-                    4,
-                ),
-                "total_per_step": round(proto["per_step"], 4),
-            },
+            "protocol_vs_inprocess": round(fast_rate / inprocess_rate, 4),
+            "stock_vs_inprocess": round(stock_rate / inprocess_rate, 4),
+            "fast_vs_stock": round(fast_rate / stock_rate, 2),
+            "breakdown_ms": fast_parts,
+            "fast_breakdown_ms": fast_parts,
+            "stock_breakdown_ms": _breakdown(world, stock, "stock"),
         }
         print(
-            f"{n:>3} agents: protocol {protocol_rate:9.0f} agent-steps/s, "
-            f"in-process {inprocess_rate:9.0f} agent-steps/s"
+            f"{n:>3} agents: stock {stock_rate:9.0f}, fast {fast_rate:9.0f} "
+            f"({fast_rate / stock_rate:.1f}x), in-process {inprocess_rate:9.0f} agent-steps/s"
         )
     return results

@@ -11,6 +11,9 @@ when an id ends in TerminalSteps and an unknown id appears in DecisionSteps of t
 the new ids take over the freed slots in sorted order. Every agent must request a decision
 every step (DecisionRequester period 1).
 
+The environment class is `envs.fast_env.FastUnityEnvironment` (a drop-in subclass of stock
+`UnityEnvironment` with a bytes-level codec) unless AVATAR_META_PROTOCOL=stock.
+
 Failures (the world process died, a timeout, the communicator stopped) raise `WorldFailure`;
 `recover()` closes what is left and starts a fresh world on the next port.
 """
@@ -111,10 +114,10 @@ class MLAgentsTaskEnv:
 
     # -- lifecycle --------------------------------------------------------------------------
     def _start(self, worker_id: int) -> None:
-        from mlagents_envs.environment import UnityEnvironment
         from mlagents_envs.exception import UnityWorkerInUseException
         from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
 
+        from avatar_meta.envs.fast_env import environment_class
         from avatar_meta.envs.task_channel import TaskChannel
 
         cfg = self.config
@@ -125,7 +128,8 @@ class MLAgentsTaskEnv:
         self._channel = TaskChannel()
         self._stats = StatsSideChannel()
         try:
-            self._env = UnityEnvironment(
+            # FastUnityEnvironment unless AVATAR_META_PROTOCOL=stock (same API, bytes codec).
+            self._env = environment_class()(
                 file_name=file_name,
                 worker_id=0 if cfg.editor else worker_id,
                 base_port=EDITOR_PORT if cfg.editor else cfg.base_port,

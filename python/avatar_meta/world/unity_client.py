@@ -36,33 +36,53 @@ from typing import Protocol
 
 import grpc
 import numpy as np
-from mlagents_envs.communicator_objects.brain_parameters_pb2 import (
-    ActionSpecProto,
-    BrainParametersProto,
-)
 from mlagents_envs.communicator_objects.capabilities_pb2 import UnityRLCapabilitiesProto
 from mlagents_envs.communicator_objects.command_pb2 import QUIT, RESET
 from mlagents_envs.communicator_objects.unity_input_pb2 import UnityInputProto
 from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto
-from mlagents_envs.communicator_objects.unity_rl_input_pb2 import UnityRLInputProto
-from mlagents_envs.communicator_objects.unity_rl_output_pb2 import UnityRLOutputProto
-from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import UnityToExternalProtoStub
 
-from avatar_meta import contract
+from avatar_meta.world.codec import (  # re-exported: the codecs used to live here
+    BEHAVIOR_KEY,
+    DIMENSION_PROPERTY_NONE,
+    AgentInfoWriter,
+    FastCodec,
+    StockCodec,
+    actions_from_protos,
+    brain_parameters_proto,
+    decode_actions,
+    decode_actions_fast,
+    make_codec,
+)
 from avatar_meta.world.side_channels import ProblemLog, WorldSideChannels
 from avatar_meta.world.types import StepResult, TaskSpec
 
+__all__ = [
+    "BEHAVIOR_KEY",
+    "DIMENSION_PROPERTY_NONE",
+    "AgentInfoWriter",
+    "FastCodec",
+    "StockCodec",
+    "UnityClient",
+    "WorldSettings",
+    "actions_from_protos",
+    "brain_parameters_proto",
+    "decode_actions",
+    "decode_actions_fast",
+    "make_codec",
+]
+
 logger = logging.getLogger("avatar_meta.world.unity_client")
 
-BEHAVIOR_KEY = f"{contract.BEHAVIOR_NAME}?team=0"
-"""Fully qualified behaviour name as Unity reports it (team id 0)."""
 COMMUNICATION_VERSION = "1.5.0"
 """ML-Agents communication API; the trainer accepts any 1.x."""
 PACKAGE_VERSION = "3.0.0"
 """The com.unity.ml-agents version the world stands in for (ML-Agents Release 22)."""
 WORLD_NAME = "AvatarMetaWorld"
-DIMENSION_PROPERTY_NONE = 1
-"""`DimensionProperty.None`: what a Unity vector sensor reports for its single dimension."""
+
+
+EXCHANGE_METHOD = "/communicator_objects.UnityToExternalProto/Exchange"
+"""The one RPC of ML-Agents' gRPC service (package communicator_objects)."""
+RawExchange = Callable[[bytes], bytes]
 
 
 class PlazaLike(Protocol):
@@ -114,7 +134,7 @@ class TrainerGone(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
-# Message building
+# Handshake (the per-step messages are in world/codec.py)
 # ---------------------------------------------------------------------------------------------
 def capabilities_proto() -> UnityRLCapabilitiesProto:
     """What a Unity 3.0 player reports: every capability of communication API 1.5.0."""
@@ -129,135 +149,6 @@ def capabilities_proto() -> UnityRLCapabilitiesProto:
     )
 
 
-def brain_parameters_proto() -> BrainParametersProto:
-    """Actions v1 as Unity's `ActionSpec.ToBrainParametersProto` writes them for a trainer with
-    hybrid actions: no deprecated fields, one discrete branch per gesture set."""
-    return BrainParametersProto(
-        brain_name=BEHAVIOR_KEY,
-        is_training=True,
-        action_spec=ActionSpecProto(
-            num_continuous_actions=contract.NUM_CONTINUOUS_ACTIONS,
-            num_discrete_actions=len(contract.DISCRETE_BRANCHES),
-            discrete_branch_sizes=list(contract.DISCRETE_BRANCHES),
-        ),
-    )
-
-
-class AgentInfoWriter:
-    """Writes AgentInfoProtos for the plaza's avatars into an outgoing UnityRLOutputProto.
-
-    One ObservationProto per agent, as a Unity VectorSensor produces it: shape [size],
-    uncompressed float_data, dimension_properties [None], observation_type Default (0, left
-    unset), name `contract.SENSOR_NAME`. Action masks are flattened over the branches with
-    True = masked, the protocol's convention.
-    """
-
-    def __init__(self) -> None:
-        self.shape = [contract.OBSERVATION_SIZE]
-
-    def add(
-        self,
-        rl_output: UnityRLOutputProto,
-        agent_id: int,
-        obs: list[float],
-        reward: float,
-        mask: list[bool] | None,
-        done: bool = False,
-        interrupted: bool = False,
-    ) -> None:
-        info = rl_output.agentInfos[BEHAVIOR_KEY].value.add()
-        info.id = agent_id
-        info.reward = reward
-        if done:
-            info.done = True
-            info.max_step_reached = interrupted
-        if mask is not None:
-            info.action_mask.extend(mask)
-        observation = info.observations.add()
-        observation.shape.extend(self.shape)
-        observation.dimension_properties.append(DIMENSION_PROPERTY_NONE)
-        observation.name = contract.SENSOR_NAME
-        observation.float_data.data.extend(obs)
-
-    def write_reset(self, rl_output: UnityRLOutputProto, obs: np.ndarray, mask: np.ndarray) -> None:
-        """Every agent requests its first decision of a fresh episode (reward 0)."""
-        rows, masks = obs.tolist(), mask.tolist()
-        for i in range(len(rows)):
-            self.add(rl_output, i, rows[i], 0.0, masks[i])
-
-    def write_step(self, rl_output: UnityRLOutputProto, result: StepResult) -> None:
-        """Terminal infos for agents whose episode ended, then a decision request from every agent.
-
-        An agent that ended appears twice, as Unity sends it: done=True with its last observation
-        and the reward of its last action, then (after its reset) a decision request with the
-        first observation of the new episode and reward 0.
-        """
-        rewards = result.reward.tolist()
-        ended = np.flatnonzero(result.done).tolist()
-        for i in ended:
-            self.add(
-                rl_output,
-                i,
-                result.terminal_obs[i].tolist(),
-                rewards[i],
-                None,
-                done=True,
-                interrupted=bool(result.interrupted[i]),
-            )
-        for i in ended:
-            rewards[i] = 0.0
-        rows, masks = result.obs.tolist(), result.mask.tolist()
-        for i in range(len(rows)):
-            self.add(rl_output, i, rows[i], rewards[i], masks[i])
-
-
-def decode_actions(
-    rl_input: UnityRLInputProto, n_agents: int, problems: ProblemLog
-) -> tuple[np.ndarray, np.ndarray]:
-    """Actions for the `n_agents` that requested decisions, in request order.
-
-    Anything unusable (missing behaviour, wrong count, wrong size, NaN, gesture out of range)
-    falls back to "stand still, no gesture" for the agents concerned, with a log line.
-    """
-    continuous = np.zeros((n_agents, contract.NUM_CONTINUOUS_ACTIONS), dtype=np.float32)
-    gesture = np.zeros(n_agents, dtype=np.int64)
-    if BEHAVIOR_KEY not in rl_input.agent_actions:
-        if n_agents:
-            problems.warn("actions-missing", f"no actions for {BEHAVIOR_KEY}; agents stand still")
-        return continuous, gesture
-    actions = rl_input.agent_actions[BEHAVIOR_KEY].value
-    if len(actions) != n_agents:
-        problems.warn(
-            "actions-count",
-            f"{len(actions)} actions for {n_agents} agents; missing ones stand still",
-        )
-    n_cont = contract.NUM_CONTINUOUS_ACTIONS
-    for i, action in enumerate(actions[:n_agents]):
-        if len(action.continuous_actions) == n_cont:
-            continuous[i] = action.continuous_actions
-        else:
-            problems.warn(
-                "actions-continuous",
-                f"agent {i}: {len(action.continuous_actions)} continuous actions, expected {n_cont}",
-            )
-        if len(action.discrete_actions) == 1:
-            gesture[i] = action.discrete_actions[0]
-        else:
-            problems.warn(
-                "actions-discrete",
-                f"agent {i}: {len(action.discrete_actions)} discrete actions, expected 1",
-            )
-    finite = np.isfinite(continuous)
-    if not finite.all():
-        problems.warn("actions-nan", "non-finite continuous actions replaced by 0")
-        continuous[~finite] = 0.0
-    bad_gesture = (gesture < 0) | (gesture >= contract.DISCRETE_BRANCHES[0])
-    if bad_gesture.any():
-        problems.warn("actions-gesture", f"gesture out of range {gesture[bad_gesture].tolist()}")
-        gesture[bad_gesture] = 0
-    return continuous, gesture
-
-
 # ---------------------------------------------------------------------------------------------
 # The client
 # ---------------------------------------------------------------------------------------------
@@ -268,7 +159,8 @@ class UnityClient:
         self.settings = settings
         self._plaza_factory = plaza_factory or default_plaza_factory
         self._problems = ProblemLog(logger)
-        self._writer = AgentInfoWriter()
+        self._codec = make_codec()
+        logger.info("protocol path: %s", type(self._codec).__name__)
         self._channel: grpc.Channel | None = None
         self._stop_reason: str | None = None
         self._lock = threading.Lock()
@@ -300,9 +192,10 @@ class UnityClient:
                 self.settings.connect_timeout,
             )
             return 1
-        stub = UnityToExternalProtoStub(channel)
+        # Raw bytes both ways (no (de)serialisers): the codec owns the encoding.
+        call: RawExchange = channel.unary_unary(EXCHANGE_METHOD)
         try:
-            self._serve(stub)
+            self._serve(call)
         except TrainerGone as gone:
             logger.info("%s; exiting", self._stop_reason or gone)
             return 0
@@ -324,22 +217,25 @@ class UnityClient:
         return False
 
     # -- one exchange -----------------------------------------------------------------------
-    def _exchange(
-        self, stub: UnityToExternalProtoStub, message: UnityMessageProto
-    ) -> UnityInputProto:
-        """Send one message, return the trainer's answer (no deadline: a trainer may update its
-        policy for minutes between two steps). Raises TrainerGone when the session is over."""
+    def _send(self, call: RawExchange, payload: bytes) -> bytes:
+        """Send one serialised UnityMessageProto, return the trainer's answer as bytes (no
+        deadline: a trainer may update its policy for minutes between two steps). Raises
+        TrainerGone when the connection fails."""
         try:
-            reply = stub.Exchange(message)
+            return call(payload)
         except grpc.RpcError as err:
             code = err.code() if isinstance(err, grpc.Call) else "?"
             raise TrainerGone(f"connection to the trainer ended ({code})") from None
+
+    def _exchange(self, call: RawExchange, message: UnityMessageProto) -> UnityInputProto:
+        """One exchange with protobuf objects (handshake only)."""
+        reply = UnityMessageProto.FromString(self._send(call, message.SerializeToString()))
         if reply.header.status != 200:
             raise TrainerGone(f"trainer closed the session (status {reply.header.status})")
         return reply.unity_input
 
     # -- the protocol -----------------------------------------------------------------------
-    def _handshake(self, stub: UnityToExternalProtoStub) -> tuple[int, int]:
+    def _handshake(self, call: RawExchange) -> tuple[int, int]:
         """Returns (seed, num_areas) for the plaza."""
         hello = UnityMessageProto()
         hello.header.status = 200
@@ -348,7 +244,7 @@ class UnityClient:
         init_out.communication_version = COMMUNICATION_VERSION
         init_out.package_version = PACKAGE_VERSION
         init_out.capabilities.CopyFrom(capabilities_proto())
-        init_in = self._exchange(stub, hello).rl_initialization_input
+        init_in = self._exchange(call, hello).rl_initialization_input
 
         trainer_version = init_in.communication_version
         if trainer_version.split(".")[0] != COMMUNICATION_VERSION.split(".")[0]:
@@ -371,42 +267,37 @@ class UnityClient:
         )
         return seed, num_areas
 
-    def _serve(self, stub: UnityToExternalProtoStub) -> None:
-        seed, num_areas = self._handshake(stub)
+    def _serve(self, call: RawExchange) -> None:
+        seed, num_areas = self._handshake(call)
         # Unity sends its empty second message right after the handshake, before anything else.
         # Keep it that way: mlagents-envs reads this message without a timeout, so a world that
         # failed in between (say, building the plaza) would leave the trainer waiting forever.
         empty = UnityMessageProto()
         empty.header.status = 200
-        unity_input = self._exchange(stub, empty)  # answered by the trainer's first reset()
+        raw = self._send(call, empty.SerializeToString())  # answered by the first reset()
 
+        codec = self._codec
         plaza = self._plaza_factory(num_areas, self.settings.agents_per_area, seed)
         side = WorldSideChannels(plaza, seed, send_stats=self.settings.send_stats)
         brain_sent = False
         started = False
         while True:
-            rl_input = unity_input.rl_input
-            side.receive(rl_input.side_channel)  # side channels first, then the command
-            if rl_input.command == QUIT:
+            status, command, side_channel, state = codec.parse(raw)
+            if status != 200:
+                raise TrainerGone(f"trainer closed the session (status {status})")
+            side.receive(side_channel)  # side channels first, then the command
+            if command == QUIT:
                 raise TrainerGone("trainer sent QUIT")
-
-            message = UnityMessageProto()
-            message.header.status = 200
-            rl_output = message.unity_output.rl_output
-            if rl_input.command == RESET or not started:
+            if command == RESET or not started:
                 obs, mask = plaza.reset()
-                self._writer.write_reset(rl_output, obs, mask)
+                payload = codec.reset_message(obs, mask, side.take_outgoing(), not brain_sent)
                 started = True
             else:
-                continuous, gesture = decode_actions(rl_input, plaza.n_agents, self._problems)
+                continuous, gesture = codec.actions(state, plaza.n_agents, self._problems)
                 if side.has_samplers:
                     side.push_defaults()
                 result = plaza.step(continuous, gesture)
                 side.episodes_finished(result.finished)
-                self._writer.write_step(rl_output, result)
-            if not brain_sent:
-                brains = message.unity_output.rl_initialization_output.brain_parameters
-                brains.add().CopyFrom(brain_parameters_proto())
-            rl_output.side_channel = side.take_outgoing()
-            unity_input = self._exchange(stub, message)
+                payload = codec.step_message(result, side.take_outgoing(), not brain_sent)
+            raw = self._send(call, payload)
             brain_sent = True
