@@ -444,17 +444,24 @@ time.sleep(600)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
 def test_world_exits_when_its_parent_dies_before_any_connection(
-    world_path: str, free_port: int
+    world_path: str, free_port: int, tmp_path: Path
 ) -> None:
     """Nothing listens, so only the parent watchdog can notice that the trainer is gone."""
-    world = [world_path, "--mlagents-port", str(free_port), "--connect-timeout", "120"]
+    log = tmp_path / "world.log"
+    world = [world_path, "--mlagents-port", str(free_port), "--connect-timeout", "120",
+             "-logFile", str(log)]
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT, *world], stdout=subprocess.PIPE, text=True
     )
     try:
         assert parent.stdout is not None
         world_pid = int(parent.stdout.readline())
-        time.sleep(1.0)
+        # Kill the parent once the world is up and trying to connect (its startup can take
+        # seconds on a loaded machine); the watchdog must then notice the reparenting.
+        deadline = time.monotonic() + 60
+        while "connecting to port" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, "the world never started"
+            time.sleep(0.1)
         assert _alive(world_pid)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)

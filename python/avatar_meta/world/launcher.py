@@ -32,7 +32,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from avatar_meta.world.unity_client import UnityClient, WorldSettings
+# Read before the heavy imports below (grpc, numpy, protobuf take seconds on a loaded machine):
+# if the trainer dies during that time, the world is reparented and would not know whom to watch.
+PARENT_AT_START = os.getppid()
+
+from avatar_meta.world.unity_client import UnityClient, WorldSettings  # noqa: E402
 
 logger = logging.getLogger("avatar_meta.world")
 
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logger.info("avatar-meta world pid %d connecting to port %d", os.getpid(), settings.port)
     client = UnityClient(settings)
-    watch_parent(client, os.getppid())
+    watch_parent(client, PARENT_AT_START)
     install_signal_handlers(client)
     try:
         return client.run()
