@@ -23,7 +23,8 @@ $(STAMP): $(SETUP_INPUTS)
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/avatar-meta demo
+	$(BIN)/avatar-meta train config/demo.yaml --run-id demo --force
+	@echo "report: $(CURDIR)/results/demo/report.md"
 
 test: $(STAMP)
 	bash tools/run_tests.sh

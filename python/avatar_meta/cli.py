@@ -15,6 +15,8 @@ avatar-meta: meta-learn Unity ML-Agents avatar behaviour across scenarios, adapt
 scenario from a handful of episodes, and stream the adapted policy back into the engine.
 
 Start here:
+  avatar-meta train CONFIG --run-id ID  meta-train, adapt, compare with baselines (docs/training.md)
+  avatar-meta evaluate --run-id ID      re-run the held-out evaluation of a run
   avatar-meta demo                      run the built-in headless world and show what avatars score
   avatar-meta world --print-path        path of the headless world, usable as `--env` anywhere
   avatar-meta bench protocol --out F    measure the ML-Agents protocol throughput
@@ -89,7 +91,101 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", required=True, help="where to write the JSON result")
     bench.add_argument("--quick", action="store_true", help="short run (for smoke tests)")
     bench.set_defaults(func=_cmd_bench, passthrough=False)
+    _add_train_parsers(sub)
     return parser
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """CLI flags as dotted config overrides (None = keep the file's value)."""
+    out: dict[str, object] = {
+        "env.env_path": args.env,
+        "env.num_envs": args.num_envs,
+        "env.base_port": args.base_port,
+        "env.seed": args.seed,
+        "output.results_dir": args.results_dir,
+    }
+    if args.editor:
+        out["env.editor"] = True
+    if args.inprocess:
+        out["env.inprocess"] = True
+    if args.no_graphics:
+        out["env.no_graphics"] = True
+    return out
+
+
+def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
+    from avatar_meta.config import ConfigError, load_config
+    from avatar_meta.training.run import RunExistsError, train
+
+    try:
+        config = load_config(args.config, _train_overrides(args))
+        run_dir = train(config, args.run_id, resume=args.resume, force=args.force)
+    except (ConfigError, RunExistsError) as err:
+        print(f"avatar-meta train: {err}", file=sys.stderr)
+        return 2
+    report = run_dir / "report.md"
+    print(f"run folder: {run_dir}")
+    if report.exists():
+        print(f"report: {report}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace, rest: list[str]) -> int:
+    from avatar_meta.config import ConfigError
+    from avatar_meta.training.run import RunExistsError, evaluate_run
+
+    try:
+        run_dir = evaluate_run(args.results_dir or "results", args.run_id)
+    except (ConfigError, RunExistsError) as err:
+        print(f"avatar-meta evaluate: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {run_dir / 'report.md'}")
+    return 0
+
+
+def _add_train_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    train = sub.add_parser(
+        "train",
+        help="meta-train, adapt to held-out scenarios, run baselines, write the run folder",
+        description=(
+            "Meta-train on the avatar scenarios (mlagents-learn style). Without --env and "
+            "--editor it launches the built-in headless world. Writes results/<run-id>/: "
+            "config.yaml, checkpoints/, TensorBoard events, metrics.json, report.md. "
+            "See docs/training.md."
+        ),
+    )
+    train.add_argument("config", nargs="?", help="YAML config (default: built-in defaults)")
+    train.add_argument("--run-id", required=True, help="name of the run folder")
+    train.add_argument("--env", help="path of a Unity build (default: the built-in world)")
+    train.add_argument(
+        "--editor", action="store_true", help="connect to the Unity Editor on port 5004"
+    )
+    train.add_argument("--num-envs", type=int, help="worlds run in parallel")
+    train.add_argument("--base-port", type=int, help="first trainer port (default 5005)")
+    train.add_argument("--seed", type=int, help="seed of worlds, sampling and torch")
+    mode = train.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--resume", action="store_true", help="continue the run from its last checkpoint"
+    )
+    mode.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    train.add_argument(
+        "--no-graphics", action="store_true", help="run Unity builds with -nographics"
+    )
+    train.add_argument("--results-dir", help="parent of run folders (default: results)")
+    train.add_argument(
+        "--inprocess",
+        action="store_true",
+        help="developer: step the world in this process (no protocol); fast, for tuning",
+    )
+    train.set_defaults(func=_cmd_train, passthrough=False)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="re-run the held-out evaluation of a trained run from its checkpoints",
+    )
+    evaluate.add_argument("--run-id", required=True, help="name of the run folder")
+    evaluate.add_argument("--results-dir", help="parent of run folders (default: results)")
+    evaluate.set_defaults(func=_cmd_evaluate, passthrough=False)
 
 
 def _print_versions() -> None:

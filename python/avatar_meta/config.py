@@ -1,0 +1,528 @@
+"""Typed configuration of a whole `avatar-meta train` run, read from and written to YAML.
+
+`RunConfig` has one section per concern (env, tasks, policy, meta, eval, baselines, output);
+every field carries a one-line doc string right below it (docs/training.md lists them all).
+`load_config(path, overrides)` reads a YAML file (missing sections and fields take their
+defaults), applies dotted overrides (`{"env.num_envs": 2}`) and validates everything;
+`dump_config` writes the resolved config back (the run folder's `config.yaml`).
+
+Every error is a `ConfigError` whose message names the field (`meta.meta_batch_size`) and
+says how to fix it: unknown keys get close-match suggestions (difflib), wrong types say the
+expected type, impossible sizes say which other field limits them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from avatar_meta.tasks import ALL_FAMILIES, TaskDistribution, TaskError
+
+ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
+BASELINE_METHODS = ("random", "oracle", "ppo_scratch", "multitask_finetune")
+MAX_EPISODES_PER_STEP = 20
+"""The acceptance bar allows at most this many episodes per task per adaptation step."""
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the field and the fix."""
+
+
+@dataclass
+class EnvConfig:
+    """Where episodes come from."""
+
+    env_path: str | None = None
+    """Path of a Unity build (`--env`); null = the built-in headless world."""
+    editor: bool = False
+    """Connect to the Unity Editor in play mode on port 5004 (`--editor`)."""
+    inprocess: bool = False
+    """Developer option: step the numpy plaza in this process, no protocol (`--inprocess`)."""
+    num_envs: int = 1
+    """Worlds run in parallel subprocesses (`--num-envs`); each hosts `num_areas` areas."""
+    num_areas: int = 20
+    """Areas per world; each area runs one task at a time."""
+    base_port: int = 5005
+    """First trainer port (`--base-port`); world i uses base_port + i."""
+    seed: int = 0
+    """Seed of the worlds, the meta-batch sampling and torch (`--seed`)."""
+    no_graphics: bool = True
+    """Run Unity builds with -nographics -batchmode (`--no-graphics`)."""
+    timeout_wait: int = 60
+    """Seconds to wait for a world to answer before it counts as dead and is restarted."""
+
+
+@dataclass
+class TasksConfig:
+    """The task distribution (fields of `tasks.TaskDistribution`)."""
+
+    families: list[str] = field(default_factory=lambda: list(ALL_FAMILIES))
+    """Scenario families to use: any of reach_landmark, follow_visitor, greet_visitor,
+    keep_distance, pace_match, patrol."""
+    seed: int = 0
+    """Seed of the training and held-out task pools."""
+    n_train: int = 120
+    """Training pool size, spread evenly over the training families."""
+    n_heldout: int = 24
+    """Held-out pool size (evaluation tasks), spread evenly over all families."""
+    heldout_family: str | None = None
+    """A family held out entirely (only evaluated, never trained on); null = none."""
+    vary_body: bool = True
+    """Vary the avatar body (top speed, turn rate, actuation noise) per task."""
+    min_gap: float = 0.05
+    """Minimum distance of a held-out task from every training task (fraction of range)."""
+
+
+@dataclass
+class PolicyConfig:
+    """The actor-critic MLP (fields of `rl.PolicySpec`)."""
+
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden layer widths (actor and critic alike)."""
+    activation: str = "tanh"
+    """Hidden activation: tanh or relu."""
+    normalize_obs: bool = True
+    """Running mean/variance observation normalisation."""
+    obs_clip: float = 5.0
+    """Normalised observations are clipped to +-obs_clip."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of the continuous actions."""
+    log_std_floor: float = -2.0
+    """Soft lower bound of the log standard deviation (keeps exploration alive)."""
+
+
+@dataclass
+class MetaConfig:
+    """Meta-training: which algorithms, batch sizes, step sizes, budgets."""
+
+    algorithms: list[str] = field(default_factory=lambda: ["maml"])
+    """Meta-learners to train, in order: any of maml, fomaml, reptile, metasgd."""
+    meta_batch_size: int = 20
+    """Training tasks per meta-iteration (stratified over families); one area each at least."""
+    support_episodes: int = 10
+    """Episodes per task collected with the meta-policy for the inner step (<= 20)."""
+    query_episodes: int = 10
+    """Episodes per task collected with the adapted policy for the outer loss (<= 20)."""
+    inner_lr: float = 0.5
+    """Inner PG step size alpha (on normalised advantages); Meta-SGD's initial step size."""
+    inner_lr_decay: float = 0.5
+    """Adaptation step k uses inner_lr * inner_lr_decay**k (a repeated step size diverges)."""
+    outer_lr: float = 1.0e-3
+    """Adam learning rate of the outer (meta) update."""
+    outer_epochs: int = 2
+    """Outer PPO-clip epochs over each query batch (MAML, FOMAML, Meta-SGD)."""
+    clip: float = 0.2
+    """PPO ratio clip of the outer loss."""
+    vf_coef: float = 0.5
+    """Value-loss weight of the outer loss."""
+    ent_coef: float = 0.0
+    """Entropy bonus of the outer loss (the log-std floor already keeps exploration)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    max_grad_norm: float = 1.0
+    """Clip the meta-gradient to this global norm."""
+    metasgd_lr_scale: float = 0.1
+    """Meta-SGD: outer learning rate of the step sizes = outer_lr * this."""
+    reptile_inner_lr: float = 0.1
+    """Reptile: SGD step size of its inner loop (PPO-clip loss)."""
+    reptile_inner_steps: int = 8
+    """Reptile: inner SGD steps per task (> 1)."""
+    reptile_epsilon: float = 1.0
+    """Reptile: outer step, theta += epsilon * Adam-scaled (mean phi - theta)."""
+    meta_iterations: int = 200
+    """Maximum meta-iterations per algorithm."""
+    time_budget_s: float = 600.0
+    """Wall-clock budget per algorithm; training stops at whichever limit comes first."""
+    use_vmap: bool = True
+    """Batch tasks with torch.func.vmap (false = per-task loop, same numbers)."""
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation: return before adaptation and after each adaptation step."""
+
+    adaptation_steps: int = 3
+    """Adaptation steps measured (returns at 0..adaptation_steps)."""
+    episodes_per_step: int = 10
+    """Episodes per task per step (<= 20): measured, then used for the next inner step."""
+    inner_lr: float | None = None
+    """Adaptation step size at test time; null = the meta-learner's own (learned for
+    Meta-SGD)."""
+
+
+@dataclass
+class BaselinesConfig:
+    """Budgets of the baselines (consumed by `training.baselines`); fine-tuning uses the
+    `eval` section's episodes_per_step and adaptation_steps, like the meta-learners."""
+
+    methods: list[str] = field(
+        default_factory=lambda: ["random", "oracle", "ppo_scratch", "multitask_finetune"]
+    )
+    """Baselines to run: any of random, oracle, ppo_scratch, multitask_finetune (random and
+    oracle are needed for normalised scores; pre_adapt comes from the meta-learners)."""
+    eval_episodes: int = 8
+    """Episodes per held-out task for the random and oracle returns."""
+    n_validation: int = 6
+    """Validation tasks (from the training pool) for the fine-tuning step-size search."""
+    multitask_env_steps: int = 2_000_000
+    """Env steps of multi-task PPO pretraining on the training tasks."""
+    oracle_env_steps: int = 4_000_000
+    """Env-step cap of training the oracle (a policy that sees the hidden parameters)."""
+    oracle_patience: int = 30
+    """Stop the oracle after this many iterations without improvement (0 = whole budget)."""
+    lr_candidates: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3])
+    """Fine-tuning step sizes tried on validation tasks (the best is used on held-out)."""
+
+
+@dataclass
+class OutputConfig:
+    """Where results go."""
+
+    results_dir: str = "results"
+    """Run folders are created as <results_dir>/<run-id>/ (`--results-dir`)."""
+    tensorboard: bool = True
+    """Write TensorBoard scalars into the run folder."""
+    progress: bool = True
+    """Show a progress bar with ETA."""
+
+
+@dataclass
+class RunConfig:
+    """A whole run: every section of the YAML file."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """Where episodes come from."""
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    """The task distribution."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """The policy network."""
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    """Meta-training."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Held-out evaluation."""
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    """Baseline budgets."""
+    output: OutputConfig = field(default_factory=OutputConfig)
+    """Output locations."""
+
+    # -- derived objects -------------------------------------------------------------------
+    def task_distribution(self) -> TaskDistribution:
+        t = self.tasks
+        return TaskDistribution(
+            families=tuple(t.families),
+            seed=t.seed,
+            n_train=t.n_train,
+            n_heldout=t.n_heldout,
+            heldout_family=t.heldout_family,
+            vary_body=t.vary_body,
+            min_gap=t.min_gap,
+        )
+
+    def policy_spec(self) -> Any:
+        from avatar_meta.rl import PolicySpec
+
+        p = self.policy
+        return PolicySpec(
+            hidden=tuple(p.hidden),
+            activation=p.activation,
+            normalize_obs=p.normalize_obs,
+            obs_clip=p.obs_clip,
+            log_std_init=p.log_std_init,
+            log_std_floor=p.log_std_floor,
+        )
+
+    @property
+    def total_areas(self) -> int:
+        return self.env.num_envs * self.env.num_areas
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# building from plain data, with errors that name the field and the fix
+# ---------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} = {value!r}: expected {_type_name(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where} = {value!r}: expected null")
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(
+                f"{where} = {value!r}: expected {_type_name(tp)}; write it as a YAML list, "
+                f"e.g. [{value!r}]"
+            )
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} = {value!r}: expected true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where} = {value!r}: expected a whole number")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} = {value!r}: expected a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} = {value!r}: expected a string")
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
+
+
+def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return ConfigError(f"{where}{key}: unknown key; {hint}valid keys here: {', '.join(known)}")
+
+
+def _build(cls: Any, data: Any, where: str) -> Any:
+    """Instantiate dataclass `cls` from a mapping, checking keys and types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{where.rstrip('.') or 'config'}: expected a mapping of keys, got {data!r}"
+        )
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise _unknown_key(str(key), known, where)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{where}{key}.")
+        else:
+            kwargs[key] = _coerce(value, tp, f"{where}{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any] | None) -> RunConfig:
+    """Build and validate a RunConfig from plain data (missing keys take defaults)."""
+    config: RunConfig = _build(RunConfig, data, "")
+    validate(config)
+    return config
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (`"env.num_envs": 2`) in a nested dict (in place; also returned).
+    `None` values are skipped, so unset CLI flags leave the file's value alone."""
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ConfigError(f"override {dotted!r}: use section.key, e.g. env.num_envs")
+        node = data.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{section}: expected a mapping of keys")
+        node[key] = value
+    return data
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> RunConfig:
+    """Read a YAML config (None = all defaults), apply dotted overrides, validate."""
+    import yaml
+
+    data: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist; pass a YAML file path")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections (env:, meta:, ...)")
+    data = apply_overrides(dict(data), overrides or {})
+    try:
+        return config_from_dict(data)
+    except ConfigError as err:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{err}") from None
+
+
+def dump_config(config: RunConfig, path: str | Path | None = None) -> str:
+    """The config as YAML (sections in declaration order); written to `path` if given."""
+    import yaml
+
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)
+    if path is not None:
+        Path(path).write_text(text)
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# semantic checks
+# ---------------------------------------------------------------------------------------------
+def _positive(value: float, where: str, fix: str = "use a value > 0") -> None:
+    if not value > 0:
+        raise ConfigError(f"{where} = {value!r} must be > 0; {fix}")
+
+
+def _check_families(names: list[str], where: str) -> None:
+    for i, name in enumerate(names):
+        if name not in ALL_FAMILIES:
+            close = difflib.get_close_matches(name, ALL_FAMILIES, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"{where}[{i}] = {name!r}: unknown scenario family; {hint}"
+                f"use one of: {', '.join(ALL_FAMILIES)}"
+            )
+
+
+def validate(c: RunConfig) -> None:
+    """Cross-field checks; raises ConfigError naming the field and the fix."""
+    e, m, ev = c.env, c.meta, c.eval
+    if e.editor and e.env_path:
+        raise ConfigError("env.editor and env.env_path are both set; use one (--editor or --env)")
+    if e.inprocess and (e.editor or e.env_path):
+        raise ConfigError("env.inprocess cannot be combined with env.editor or env.env_path")
+    if e.editor and e.num_envs != 1:
+        raise ConfigError("env.num_envs must be 1 with env.editor (there is one Editor)")
+    _positive(e.num_envs, "env.num_envs")
+    _positive(e.num_areas, "env.num_areas")
+    if not 1024 <= e.base_port <= 65000:
+        raise ConfigError(f"env.base_port = {e.base_port}: use a port in 1024..65000")
+    _check_families(c.tasks.families, "tasks.families")
+    if c.tasks.heldout_family is not None:
+        _check_families([c.tasks.heldout_family], "tasks.heldout_family")
+    try:
+        dist = c.task_distribution()
+    except TaskError as err:
+        raise ConfigError(f"tasks: {err}") from None
+    if c.tasks.n_heldout < 1:
+        raise ConfigError("tasks.n_heldout must be >= 1 (the acceptance bar wants >= 20)")
+    if not c.meta.algorithms:
+        raise ConfigError(
+            "meta.algorithms is empty; list at least one of: " + ", ".join(ALGORITHMS)
+        )
+    for i, name in enumerate(m.algorithms):
+        if name not in ALGORITHMS:
+            close = difflib.get_close_matches(name, ALGORITHMS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"meta.algorithms[{i}] = {name!r}: unknown algorithm; {hint}"
+                f"use any of: {', '.join(ALGORITHMS)}"
+            )
+    if len(set(m.algorithms)) != len(m.algorithms):
+        raise ConfigError("meta.algorithms lists an algorithm twice; list each once")
+    _positive(m.meta_batch_size, "meta.meta_batch_size")
+    if m.meta_batch_size > c.total_areas:
+        raise ConfigError(
+            f"meta.meta_batch_size = {m.meta_batch_size} is larger than the areas available "
+            f"(env.num_envs x env.num_areas = {e.num_envs} x {e.num_areas} = {c.total_areas}); "
+            f"lower meta.meta_batch_size or raise env.num_areas / env.num_envs"
+        )
+    n_train_fams = len(dist.train_families)
+    if m.meta_batch_size < n_train_fams:
+        raise ConfigError(
+            f"meta.meta_batch_size = {m.meta_batch_size} is smaller than the number of training "
+            f"families ({n_train_fams}); raise it so every family is in each meta-batch"
+        )
+    for name in ("support_episodes", "query_episodes"):
+        value = getattr(m, name)
+        if not 1 <= value <= MAX_EPISODES_PER_STEP:
+            raise ConfigError(
+                f"meta.{name} = {value}: use 1..{MAX_EPISODES_PER_STEP} episodes per task"
+            )
+    if not 1 <= ev.episodes_per_step <= MAX_EPISODES_PER_STEP:
+        raise ConfigError(
+            f"eval.episodes_per_step = {ev.episodes_per_step}: use 1..{MAX_EPISODES_PER_STEP}"
+        )
+    if ev.adaptation_steps < 1:
+        raise ConfigError("eval.adaptation_steps must be >= 1 (the report uses 3)")
+    if ev.inner_lr is not None:
+        _positive(ev.inner_lr, "eval.inner_lr", "use a value > 0 or null")
+    for i, name in enumerate(c.baselines.methods):
+        if name not in BASELINE_METHODS:
+            close = difflib.get_close_matches(name, BASELINE_METHODS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"baselines.methods[{i}] = {name!r}: unknown baseline; {hint}"
+                f"use any of: {', '.join(BASELINE_METHODS)}"
+            )
+    for name in (
+        "inner_lr",
+        "outer_lr",
+        "clip",
+        "reptile_inner_lr",
+        "reptile_epsilon",
+        "metasgd_lr_scale",
+        "max_grad_norm",
+        "time_budget_s",
+    ):
+        _positive(getattr(m, name), f"meta.{name}")
+    if not 0 < m.inner_lr_decay <= 1:
+        raise ConfigError(f"meta.inner_lr_decay = {m.inner_lr_decay}: use a value in (0, 1]")
+    if not 0 < m.gamma <= 1 or not 0 <= m.gae_lambda <= 1:
+        raise ConfigError("meta.gamma must be in (0, 1] and meta.gae_lambda in [0, 1]")
+    for name in ("meta_iterations", "outer_epochs"):
+        _positive(getattr(m, name), f"meta.{name}", "use a whole number >= 1")
+    if m.reptile_inner_steps < 2:
+        raise ConfigError(
+            "meta.reptile_inner_steps must be >= 2 (with 1 step Reptile is joint training)"
+        )
+    try:
+        c.policy_spec()
+    except ValueError as err:
+        raise ConfigError(f"policy: {err}") from None
+
+
+__all__ = [
+    "ALGORITHMS",
+    "BaselinesConfig",
+    "ConfigError",
+    "EnvConfig",
+    "EvalConfig",
+    "MetaConfig",
+    "OutputConfig",
+    "PolicyConfig",
+    "RunConfig",
+    "TasksConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "dump_config",
+    "load_config",
+    "validate",
+]

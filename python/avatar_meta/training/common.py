@@ -1,0 +1,192 @@
+"""Glue between rollouts (numpy, `envs.rollouts`) and the pure torch learners (`rl`, `meta`).
+
+- `make_env(config)` / `env_factory(config)`: the TaskEnv a run uses (built-in world over the
+  protocol, a Unity build, the Editor, or the in-process plaza with `env.inprocess`).
+- `shared_policy_fn` / `per_task_policy_fn`: wrap torch params (one set, or one set per task
+  stacked on dim 0) into the numpy `PolicyFn` that `collect()` calls.
+- `rollout_to_batch` / `rollouts_to_tasks`: GAE over a task's episodes, flattened into an
+  `RLBatch`; task-stacked (padded) for vmap.
+- `adapt_step`: one PG inner step for every task of a stack of per-task params (vmap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from avatar_meta.config import RunConfig
+from avatar_meta.envs.rollouts import ActionBatch, PolicyFn, TaskEnv, TaskRollout
+from avatar_meta.meta.core import inner_grad, map_tasks, select_keys, sgd_step
+from avatar_meta.rl import Buffers, Params, Policy, PolicyOutput, RLBatch, gae, make_batch
+from avatar_meta.rl.losses import LossFn, stack_batches
+
+EnvFactory = Callable[[], TaskEnv]
+
+
+# ---------------------------------------------------------------------------------------------
+# environments
+# ---------------------------------------------------------------------------------------------
+def make_env(config: RunConfig, log_folder: str | None = None) -> TaskEnv:
+    """The TaskEnv described by `config.env` (all worlds' areas concatenated)."""
+    e = config.env
+    if e.inprocess:
+        from avatar_meta.envs.inprocess import PlazaEnvConfig, PlazaTaskEnv
+
+        return PlazaTaskEnv(PlazaEnvConfig(num_areas=e.num_envs * e.num_areas, seed=e.seed))
+    from avatar_meta.envs.mlagents_env import MLAgentsTaskEnv, WorldConfig
+
+    world = WorldConfig(
+        env_path=e.env_path,
+        editor=e.editor,
+        num_areas=e.num_areas,
+        base_port=e.base_port,
+        seed=e.seed,
+        no_graphics=e.no_graphics,
+        timeout_wait=e.timeout_wait,
+        log_folder=log_folder,
+    )
+    if e.num_envs == 1:
+        return MLAgentsTaskEnv(world)
+    from avatar_meta.envs.workers import ParallelTaskEnv
+
+    return ParallelTaskEnv.spread(world, e.num_envs)
+
+
+def env_factory(config: RunConfig, log_folder: str | None = None) -> EnvFactory:
+    """A zero-argument callable building the run's TaskEnv (what the baselines receive)."""
+    return partial(make_env, config, log_folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# acting
+# ---------------------------------------------------------------------------------------------
+def _to_batch(res_cont: Tensor, gesture: Tensor, log_prob: Tensor, value: Tensor) -> ActionBatch:
+    return ActionBatch(
+        res_cont.numpy().astype(np.float32),
+        gesture.reshape(gesture.shape[0], -1)[:, 0].numpy().astype(np.int64),
+        log_prob.numpy().astype(np.float32),
+        value.numpy().astype(np.float32),
+    )
+
+
+def shared_policy_fn(
+    policy: Policy, params: Params, buffers: Buffers, generator: torch.Generator
+) -> PolicyFn:
+    """Every row acts with the same params (the meta-policy before adaptation)."""
+    params = {k: v.detach() for k, v in params.items()}
+
+    def fn(task_index: np.ndarray, obs: np.ndarray, mask: np.ndarray) -> ActionBatch:
+        res = policy.act(
+            params, buffers, torch.from_numpy(obs), torch.from_numpy(mask), generator=generator
+        )
+        return _to_batch(res.cont_action, res.gesture, res.log_prob, res.value)
+
+    return fn
+
+
+def per_task_policy_fn(
+    policy: Policy, stacked: Params, buffers: Buffers, generator: torch.Generator
+) -> PolicyFn:
+    """Row b acts with `stacked[name][task_index[b]]` (per-task adapted params, [K, ...]).
+
+    The forward pass is vmapped over rows with per-row weights; sampling follows
+    `Policy.act` (Gaussian + masked categorical) outside the vmap.
+    """
+    stacked = {k: v.detach() for k, v in stacked.items()}
+
+    def one(p: Params, o: Tensor, m: Tensor) -> PolicyOutput:
+        return policy.forward(p, buffers, o.unsqueeze(0), m.unsqueeze(0))
+
+    batched = torch.func.vmap(one)
+
+    @torch.no_grad()
+    def fn(task_index: np.ndarray, obs: np.ndarray, mask: np.ndarray) -> ActionBatch:
+        idx = torch.from_numpy(np.asarray(task_index, dtype=np.int64))
+        rows = {k: v[idx] for k, v in stacked.items()}
+        raw = batched(rows, torch.from_numpy(obs), torch.from_numpy(mask))
+        out = PolicyOutput(raw.mean[:, 0], raw.log_std, raw.logits[:, 0], raw.value[:, 0])
+        noise = torch.randn(out.mean.shape, generator=generator, dtype=out.mean.dtype)
+        cont = out.mean + noise * out.log_std.exp()
+        probs = torch.softmax(out.logits, dim=-1)
+        gesture = torch.multinomial(probs, 1, generator=generator)
+        log_prob = policy.dist_log_prob(out, cont, gesture)
+        return _to_batch(cont, gesture, log_prob, out.value)
+
+    return fn
+
+
+def stack_params(params: Params, k: int) -> Params:
+    """The same params repeated for k tasks ([k, ...] per entry, detached)."""
+    return {n: v.detach().unsqueeze(0).expand(k, *v.shape).clone() for n, v in params.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# rollouts -> RLBatch
+# ---------------------------------------------------------------------------------------------
+def rollout_to_batch(rollout: TaskRollout, gamma: float, lam: float) -> RLBatch:
+    """GAE advantages and lambda-returns over one task's episodes, valid steps flattened."""
+    t = torch.from_numpy
+    adv, ret = gae(
+        t(rollout.reward),
+        t(rollout.value),
+        t(rollout.done),
+        torch.zeros(rollout.num_episodes),
+        interrupted=t(rollout.interrupted),
+        terminal_values=t(rollout.terminal_value),
+        gamma=gamma,
+        lam=lam,
+    )
+    v = t(rollout.valid)
+    return make_batch(
+        t(rollout.obs)[v],
+        t(rollout.mask)[v],
+        t(rollout.cont_action)[v],
+        t(rollout.gesture)[v],
+        adv[v],
+        ret[v],
+        t(rollout.log_prob)[v],
+        t(rollout.value)[v],
+    )
+
+
+def rollouts_to_tasks(rollouts: Sequence[TaskRollout], gamma: float, lam: float) -> RLBatch:
+    """Task-stacked, zero-weight-padded RLBatch [K, N_max, ...] for vmap."""
+    return stack_batches([rollout_to_batch(r, gamma, lam) for r in rollouts])
+
+
+def mean_returns(rollouts: Sequence[TaskRollout]) -> np.ndarray:
+    """[K] mean undiscounted episode return per task."""
+    return np.array([float(r.episode_return.mean()) for r in rollouts])
+
+
+def all_obs(rollouts: Sequence[TaskRollout]) -> Tensor:
+    """Every valid observation of these rollouts, [M, OBS] (for the normalisation stats)."""
+    return torch.from_numpy(np.concatenate([r.obs[r.valid] for r in rollouts]))
+
+
+# ---------------------------------------------------------------------------------------------
+# adaptation of stacked per-task params
+# ---------------------------------------------------------------------------------------------
+def adapt_step(
+    loss_fn: LossFn,
+    stacked: Params,
+    batches: Any,
+    lr: float | Params,
+    prefix: str | None = "actor.",
+    use_vmap: bool = True,
+) -> Params:
+    """One gradient step per task: stacked params [K, ...] and task-stacked batches [K, ...].
+    `lr` is a number or a per-parameter dict (Meta-SGD's learned step sizes, unstacked)."""
+    keys = select_keys(stacked, prefix)
+
+    def one(p: Params, b: Any) -> Params:
+        return sgd_step(p, inner_grad(loss_fn, p, b, keys, first_order=True), lr)
+
+    with torch.no_grad():
+        out: Params = map_tasks(one, (0, 0), use_vmap)(stacked, batches)
+    return {k: v.detach() for k, v in out.items()}

@@ -1,0 +1,158 @@
+"""Held-out evaluation of a meta-learner: return before adaptation and after 1..S steps.
+
+Protocol (design section 6, issue 3): for every held-out task, at step s = 0..S
+  - collect `episodes_per_step` episodes with the task's current params (step 0: the
+    meta-learned initialisation), record their mean return as `return_by_step[s]`;
+  - if s < S, adapt once more on exactly those episodes.
+So the measurement episodes of step s are the adaptation data of step s + 1: one step costs
+`episodes_per_step` episodes per task, which is what the acceptance bar counts.
+
+All held-out tasks run together (one task per area, rounds when there are more tasks than
+areas) and adapt together (vmap over tasks).
+
+Adaptation rule per algorithm
+- maml, fomaml: one PG step, step size `inner_lr * inner_lr_decay**s`;
+- metasgd: the learned per-parameter step sizes, scaled by `inner_lr_decay**s`;
+- reptile: its own inner optimiser (k PPO-SGD steps on the episodes), which is what its
+  initialisation was trained for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from avatar_meta.config import RunConfig
+from avatar_meta.envs.rollouts import CollectStats, TaskEnv, collect
+from avatar_meta.meta.core import map_tasks
+from avatar_meta.meta.reptile import reptile_adapt
+from avatar_meta.rl import Buffers, Params, Policy, make_pg_loss
+from avatar_meta.tasks import Task
+from avatar_meta.training.common import (
+    adapt_step,
+    mean_returns,
+    per_task_policy_fn,
+    rollouts_to_tasks,
+    stack_params,
+)
+from avatar_meta.training.records import HeldoutRecord, make_record
+
+AdaptFn = Callable[[Params, Any, int], Params]
+"""(stacked per-task params [K, ...], task-stacked batch, step index) -> adapted params."""
+
+
+def make_adapt_fn(
+    algorithm: str,
+    config: RunConfig,
+    policy: Policy,
+    buffers: Buffers,
+    metasgd_lrs: Sequence[Params] | None = None,
+) -> AdaptFn:
+    """The test-time adaptation step of `algorithm` (see the module docstring)."""
+    m, ev = config.meta, config.eval
+    alpha = ev.inner_lr if ev.inner_lr is not None else m.inner_lr
+    pg = make_pg_loss(policy, buffers)
+
+    if algorithm == "reptile":
+        from avatar_meta.training.meta_loop import build_learner
+
+        learner = build_learner("reptile", config, policy, buffers)
+
+        def reptile_fn(stacked: Params, batch: Any, step: int) -> Params:
+            fn = partial(reptile_adapt, inner_loss=learner.inner_loss, cfg=learner.config)
+            with torch.no_grad():
+                out: Params = map_tasks(fn, (0, 0), m.use_vmap)(stacked, batch)
+            return out
+
+        return reptile_fn
+
+    def pg_fn(stacked: Params, batch: Any, step: int) -> Params:
+        decay = m.inner_lr_decay**step
+        if algorithm == "metasgd" and metasgd_lrs is not None and ev.inner_lr is None:
+            lrs = metasgd_lrs[min(step, len(metasgd_lrs) - 1)]
+            lr: float | Params = {k: v.detach() * decay for k, v in lrs.items()}
+        else:
+            lr = alpha * decay
+        return adapt_step(pg, stacked, batch, lr, "actor.", m.use_vmap)
+
+    return pg_fn
+
+
+def evaluate_tasks(
+    env: TaskEnv,
+    policy: Policy,
+    init: Params,
+    buffers: Buffers,
+    adapt_fn: AdaptFn,
+    tasks: Sequence[Task],
+    config: RunConfig,
+    method: str,
+    seed: int = 0,
+) -> list[HeldoutRecord]:
+    """Records (one per task) with `return_by_step` of length adaptation_steps + 1."""
+    ev, m = config.eval, config.meta
+    generator = torch.Generator().manual_seed(seed)
+    stacked = stack_params(init, len(tasks))
+    returns: list[np.ndarray] = []
+    steps = np.zeros(len(tasks), dtype=np.int64)
+    start = time.perf_counter()
+    for s in range(ev.adaptation_steps + 1):
+        act = per_task_policy_fn(policy, stacked, buffers, generator)
+        rolls = collect(env, act, tasks, ev.episodes_per_step, stats=CollectStats())
+        returns.append(mean_returns(rolls))
+        steps += np.array([r.env_steps for r in rolls])
+        if s < ev.adaptation_steps:
+            batch = rollouts_to_tasks(rolls, m.gamma, m.gae_lambda)
+            stacked = adapt_fn(stacked, batch, s)
+    wall = (time.perf_counter() - start) / max(len(tasks), 1)
+    by_task = np.stack(returns, axis=1)  # [K, S+1]
+    return [
+        make_record(task, method, by_task[i].tolist(), int(steps[i]), wall)
+        for i, task in enumerate(tasks)
+    ]
+
+
+def evaluate_checkpoint(
+    algorithm: str,
+    config: RunConfig,
+    env: TaskEnv,
+    run_dir: Path,
+    tasks: Sequence[Task],
+) -> list[HeldoutRecord]:
+    """Load `checkpoints/<algorithm>.pt` and evaluate it on `tasks`."""
+    from avatar_meta.training.meta_loop import checkpoint_path, load_checkpoint
+
+    ck = load_checkpoint(checkpoint_path(run_dir, algorithm))
+    policy = Policy(config.policy_spec())
+    adapt_fn = make_adapt_fn(algorithm, config, policy, ck["buffers"], ck.get("metasgd_lrs"))
+    return evaluate_tasks(
+        env,
+        policy,
+        ck["params"],
+        ck["buffers"],
+        adapt_fn,
+        tasks,
+        config,
+        algorithm,
+        seed=config.env.seed + 1000,
+    )
+
+
+def summarise(records: Sequence[HeldoutRecord]) -> dict[str, dict[str, list[float]]]:
+    """method -> family (and "all") -> mean return_by_step; for logs and quick checks."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for method in sorted({r["method"] for r in records}):
+        mine = [r for r in records if r["method"] == method]
+        fams = sorted({r["family"] for r in mine})
+        out[method] = {
+            f: np.mean([r["return_by_step"] for r in mine if r["family"] == f], 0).tolist()
+            for f in fams
+        }
+        out[method]["all"] = np.mean([r["return_by_step"] for r in mine], 0).tolist()
+    return out

@@ -1,0 +1,389 @@
+"""Meta-training loop for MAML, FOMAML, Meta-SGD and Reptile: one straight flow (CleanRL style).
+
+Per meta-iteration:
+  1. sample a stratified meta-batch of K training tasks (`TaskDistribution.sample_train`);
+  2. collect `support_episodes` per task with the meta-policy (one task per area, `collect`);
+  3. adapt per task: one vanilla-PG step on normalised GAE advantages (vmap over tasks);
+  4. collect `query_episodes` per task with the adapted params (not for Reptile);
+  5. outer update with Adam: MAML (second order) / FOMAML / Meta-SGD take `outer_epochs`
+     PPO-clip epochs through the inner step (Finn et al. 2017; Li et al. 2017); Reptile moves
+     towards the parameters k PPO-SGD steps reach (Nichol et al. 2018);
+  6. fold the iteration's observations into the normalisation statistics;
+  7. log (TensorBoard, progress bar) and checkpoint atomically (tmp file + os.replace).
+
+Gotchas
+- The query batch's `old_log_prob` comes from the adapted policy, so the first outer epoch
+  has ratio 1; later epochs re-adapt from the updated meta-params.
+- Only the actor is adapted (`adapt_prefix="actor."`); the outer value loss trains the critic,
+  which also provides the GAE baselines of both support and query data.
+- Normalisation buffers are updated *after* the update, never by gradients.
+- Resuming restores params, Adam state, buffers, RNG states, counters and the curve, so a run
+  killed after iteration i continues exactly at i + 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from avatar_meta.config import RunConfig
+from avatar_meta.envs.rollouts import CollectStats, TaskEnv, collect
+from avatar_meta.meta import (
+    MAML,
+    MAMLConfig,
+    MetaSGD,
+    MetaSGDConfig,
+    MetaSGDParams,
+    Reptile,
+    ReptileConfig,
+    TaskBatch,
+    policy_losses,
+)
+from avatar_meta.rl import Buffers, Params, Policy, PPOConfig, update_obs_stats
+from avatar_meta.rl.losses import make_ppo_loss
+from avatar_meta.training.common import (
+    all_obs,
+    mean_returns,
+    per_task_policy_fn,
+    rollouts_to_tasks,
+    shared_policy_fn,
+)
+
+logger = logging.getLogger("avatar_meta.training")
+ADAPT_PREFIX = "actor."
+
+
+# ---------------------------------------------------------------------------------------------
+# state and checkpoints
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class MetaState:
+    """Everything a checkpoint holds; `params` is a Params dict, or MetaSGDParams."""
+
+    algorithm: str
+    params: Any
+    buffers: Buffers
+    optimizer: torch.optim.Optimizer
+    np_rng: np.random.Generator
+    generator: torch.Generator
+    iteration: int = 0
+    """Completed meta-iterations."""
+    env_steps: int = 0
+    env_seconds: float = 0.0
+    learn_seconds: float = 0.0
+    finished: bool = False
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def init_params(self) -> Params:
+        """The meta-learned initialisation (for Meta-SGD: without the step sizes)."""
+        p = self.params.init if isinstance(self.params, MetaSGDParams) else self.params
+        return {k: v.detach() for k, v in p.items()}
+
+
+def checkpoint_path(run_dir: Path, algorithm: str) -> Path:
+    return run_dir / "checkpoints" / f"{algorithm}.pt"
+
+
+def save_checkpoint(state: MetaState, path: Path, config: RunConfig) -> None:
+    """Atomic: write `<path>.tmp`, fsync, then os.replace over the previous checkpoint."""
+    params = state.params
+    payload = {
+        "algorithm": state.algorithm,
+        "params": _detach(params.init if isinstance(params, MetaSGDParams) else params),
+        "metasgd_lrs": [_detach(d) for d in params.lrs]
+        if isinstance(params, MetaSGDParams)
+        else None,
+        "buffers": state.buffers,
+        "optimizer": state.optimizer.state_dict(),
+        "np_rng": state.np_rng.bit_generator.state,
+        "torch_generator": state.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "iteration": state.iteration,
+        "env_steps": state.env_steps,
+        "env_seconds": state.env_seconds,
+        "learn_seconds": state.learn_seconds,
+        "finished": state.finished,
+        "curve": state.curve,
+        "config": config.to_dict(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _detach(params: Params) -> Params:
+    return {k: v.detach().clone() for k, v in params.items()}
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    payload: dict[str, Any] = torch.load(path, weights_only=False)
+    return payload
+
+
+def init_state(algorithm: str, config: RunConfig, policy: Policy) -> MetaState:
+    """Fresh meta-parameters, Adam and RNGs for one algorithm (seeded by env.seed)."""
+    seed = config.env.seed
+    params, buffers = policy.init(seed=seed)
+    m = config.meta
+    leaf = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    meta_params: Any = leaf
+    groups: list[dict[str, Any]] = [{"params": list(leaf.values()), "lr": m.outer_lr}]
+    if algorithm == "metasgd":
+        meta_params = MetaSGD(_unused, _unused, _metasgd_cfg(config)).init(leaf)
+        lrs = [t for d in meta_params.lrs for t in d.values()]
+        groups.append({"params": lrs, "lr": m.outer_lr * m.metasgd_lr_scale})
+    optimizer = torch.optim.Adam(groups, eps=1e-5)
+    generator = torch.Generator().manual_seed(seed)
+    return MetaState(
+        algorithm, meta_params, buffers, optimizer, np.random.default_rng([seed, 7]), generator
+    )
+
+
+def _unused(params: Params, batch: Any) -> torch.Tensor:  # pragma: no cover
+    raise RuntimeError("placeholder loss")
+
+
+def restore_state(algorithm: str, config: RunConfig, policy: Policy, path: Path) -> MetaState:
+    """A MetaState from a checkpoint written by `save_checkpoint`."""
+    ck = load_checkpoint(path)
+    state = init_state(algorithm, config, policy)
+    with torch.no_grad():
+        target = state.params.init if isinstance(state.params, MetaSGDParams) else state.params
+        for k in target:
+            target[k].copy_(ck["params"][k])
+        if isinstance(state.params, MetaSGDParams):
+            for d, saved in zip(state.params.lrs, ck["metasgd_lrs"], strict=True):
+                for k in d:
+                    d[k].copy_(saved[k])
+    state.optimizer.load_state_dict(ck["optimizer"])
+    state.buffers = ck["buffers"]
+    state.np_rng.bit_generator.state = ck["np_rng"]
+    state.generator.set_state(ck["torch_generator"])
+    torch.set_rng_state(ck["torch_rng"])
+    for name in ("iteration", "env_steps", "env_seconds", "learn_seconds", "finished", "curve"):
+        setattr(state, name, ck[name])
+    return state
+
+
+def _metasgd_cfg(config: RunConfig) -> MetaSGDConfig:
+    m = config.meta
+    return MetaSGDConfig(
+        init_lr=m.inner_lr,
+        init_lr_decay=m.inner_lr_decay,
+        inner_steps=1,
+        adapt_prefix=ADAPT_PREFIX,
+        use_vmap=m.use_vmap,
+    )
+
+
+def ppo_config(config: RunConfig) -> PPOConfig:
+    m = config.meta
+    return PPOConfig(clip=m.clip, vf_coef=m.vf_coef, ent_coef=m.ent_coef)
+
+
+def build_learner(algorithm: str, config: RunConfig, policy: Policy, buffers: Buffers) -> Any:
+    """The meta-learner object bound to losses over the *current* normalisation buffers."""
+    m = config.meta
+    inner, outer = policy_losses(policy, buffers, ppo_config(config))
+    if algorithm in ("maml", "fomaml"):
+        cfg = MAMLConfig(
+            inner_lr=m.inner_lr,
+            inner_lr_decay=m.inner_lr_decay,
+            first_order=algorithm == "fomaml",
+            adapt_prefix=ADAPT_PREFIX,
+            use_vmap=m.use_vmap,
+        )
+        return MAML(inner, outer, cfg)
+    if algorithm == "metasgd":
+        return MetaSGD(inner, outer, _metasgd_cfg(config))
+    if algorithm == "reptile":
+        rcfg = ReptileConfig(
+            inner_lr=m.reptile_inner_lr,
+            inner_steps=m.reptile_inner_steps,
+            minibatches=4,
+            epsilon=1.0,  # the Adam step below plays epsilon's role
+            adapt_prefix=None,
+            use_vmap=m.use_vmap,
+        )
+        return Reptile(make_ppo_loss(policy, buffers, ppo_config(config)), rcfg)
+    raise ValueError(f"unknown algorithm {algorithm!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+# ---------------------------------------------------------------------------------------------
+def _leaves(params: Any) -> list[torch.Tensor]:
+    if isinstance(params, MetaSGDParams):
+        return [*params.init.values(), *(t for d in params.lrs for t in d.values())]
+    return list(params.values())
+
+
+def _assign(params: Any, grads: Any) -> float:
+    """Write functional grads into .grad of the leaf tensors; returns the global grad norm."""
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if isinstance(params, MetaSGDParams):
+        pairs += [(params.init[k], grads.init[k]) for k in params.init]
+        for d, g in zip(params.lrs, grads.lrs, strict=True):
+            pairs += [(d[k], g[k]) for k in d]
+    else:
+        pairs += [(params[k], grads[k]) for k in params]
+    for p, g in pairs:
+        p.grad = g.detach().clone()
+    return float(torch.sqrt(torch.stack([(g.detach() ** 2).sum() for _, g in pairs]).sum()))
+
+
+def train_algorithm(
+    algorithm: str,
+    config: RunConfig,
+    env: TaskEnv,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    writer: Any = None,
+    progress: Any = None,
+) -> MetaState:
+    """Meta-train one algorithm to `meta_iterations` or `time_budget_s`, checkpointing every
+    iteration into `run_dir/checkpoints/<algorithm>.pt`; returns the final state."""
+    m = config.meta
+    policy = Policy(config.policy_spec())
+    dist = config.task_distribution()
+    path = checkpoint_path(run_dir, algorithm)
+    if resume and path.exists():
+        state = restore_state(algorithm, config, policy, path)
+        logger.info("%s: resuming after meta-iteration %d", algorithm, state.iteration)
+        # a raised iteration limit reopens a finished run (the time budget is re-checked)
+        state.finished = state.finished and state.iteration >= m.meta_iterations
+    else:
+        state = init_state(algorithm, config, policy)
+    task_bar = progress.add_task(algorithm, total=m.meta_iterations) if progress else None
+    if progress is not None:
+        progress.update(task_bar, completed=state.iteration)
+    started = time.perf_counter() - state.env_seconds - state.learn_seconds
+    while not state.finished:
+        if state.iteration >= m.meta_iterations or time.perf_counter() - started > m.time_budget_s:
+            state.finished = True
+            save_checkpoint(state, path, config)
+            break
+        # 1. meta-batch -------------------------------------------------------------------
+        tasks = dist.sample_train(state.np_rng, m.meta_batch_size)
+        stats = CollectStats()
+        # 2. support episodes with the meta-policy ------------------------------------------
+        act = shared_policy_fn(policy, state.init_params, state.buffers, state.generator)
+        support_roll = collect(env, act, tasks, m.support_episodes, stats=stats)
+        t_learn = time.perf_counter()
+        support = rollouts_to_tasks(support_roll, m.gamma, m.gae_lambda)
+        learner = build_learner(algorithm, config, policy, state.buffers)
+        rows = all_obs(support_roll)
+        log: dict[str, float] = {}
+        learn_s = 0.0
+        if algorithm == "reptile":
+            # 5'. Reptile: gradient of 0.5||theta - phi||^2 is theta - mean phi; Adam steps it.
+            loss = learner.meta_loss(state.params, TaskBatch(support, None))
+            state.optimizer.zero_grad()
+            loss.backward()
+            log["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(_leaves(state.params), 1e9))
+            state.optimizer.step()
+            log["meta_loss"] = float(loss.detach())
+            post = None
+        else:
+            # 3. adapt per task (no grad, vmap) -------------------------------------------
+            adapted = learner.adapt_tasks(state.params, support)
+            learn_s += time.perf_counter() - t_learn
+            # 4. query episodes with the adapted params -------------------------------------
+            act_k = per_task_policy_fn(policy, adapted, state.buffers, state.generator)
+            query_roll = collect(env, act_k, tasks, m.query_episodes, stats=stats)
+            t_learn = time.perf_counter()
+            query = rollouts_to_tasks(query_roll, m.gamma, m.gae_lambda)
+            rows = torch.cat([rows, all_obs(query_roll)])
+            post = mean_returns(query_roll)
+            # 5. outer PPO-clip epochs through the inner step -------------------------------
+            losses = []
+            for _ in range(m.outer_epochs):
+                grads, loss = learner.meta_grad(state.params, TaskBatch(support, query))
+                state.optimizer.zero_grad()
+                log["grad_norm"] = _assign(state.params, grads)
+                torch.nn.utils.clip_grad_norm_(_leaves(state.params), m.max_grad_norm)
+                state.optimizer.step()
+                losses.append(float(loss.detach()))
+            log["meta_loss"] = losses[-1]
+            log["meta_loss_first_epoch"] = losses[0]
+        # 6. normalisation statistics ------------------------------------------------------
+        state.buffers = update_obs_stats(state.buffers, rows)
+        learn_s += time.perf_counter() - t_learn
+        # 7. bookkeeping, log, checkpoint ------------------------------------------------
+        state.iteration += 1
+        state.env_steps += stats.agent_steps
+        state.env_seconds += stats.seconds
+        state.learn_seconds += learn_s
+        pre = mean_returns(support_roll)
+        entry = _curve_entry(state, tasks, pre, post, log)
+        if not all(math.isfinite(v) for v in entry.values()):
+            raise FloatingPointError(f"{algorithm}: non-finite training values {entry}")
+        state.curve.append(entry)
+        _tensorboard(writer, algorithm, state, entry, tasks, pre, post)
+        save_checkpoint(state, path, config)
+        if progress is not None:
+            progress.update(task_bar, completed=state.iteration)
+    if progress is not None:  # a time-budget stop ends the bar where training ended
+        progress.update(task_bar, total=state.iteration, completed=state.iteration)
+    return state
+
+
+def _curve_entry(
+    state: MetaState,
+    tasks: list[Any],
+    pre: np.ndarray,
+    post: np.ndarray | None,
+    log: dict[str, float],
+) -> dict[str, float]:
+    entry = {
+        "iteration": float(state.iteration),
+        "env_steps": float(state.env_steps),
+        "wall_s": state.env_seconds + state.learn_seconds,
+        "env_s": state.env_seconds,
+        "learn_s": state.learn_seconds,
+        "pre_return": float(pre.mean()),
+        **log,
+    }
+    if post is not None:
+        entry["post_return"] = float(post.mean())
+    return entry
+
+
+def _tensorboard(
+    writer: Any,
+    algorithm: str,
+    state: MetaState,
+    entry: dict[str, float],
+    tasks: list[Any],
+    pre: np.ndarray,
+    post: np.ndarray | None,
+) -> None:
+    if writer is None:
+        return
+    step = state.iteration
+    for key, value in entry.items():
+        if key != "iteration":
+            writer.add_scalar(f"{algorithm}/{key}", value, step)
+    families = sorted({t.family for t in tasks})
+    fam = np.array([t.family for t in tasks])
+    for f in families:
+        writer.add_scalar(f"{algorithm}/pre_return/{f}", float(pre[fam == f].mean()), step)
+        if post is not None:
+            writer.add_scalar(f"{algorithm}/post_return/{f}", float(post[fam == f].mean()), step)
+    if isinstance(state.params, MetaSGDParams):
+        for k, v in state.params.lrs[0].items():
+            writer.add_scalar(f"{algorithm}/inner_lr/{k}", float(v.detach().abs().mean()), step)

@@ -1,0 +1,255 @@
+"""The run driver behind `avatar-meta train` and `avatar-meta evaluate`.
+
+Run folder `results/<run-id>/` (design section 8), mlagents-learn semantics:
+- it exists and neither `--resume` nor `--force` is given -> `RunExistsError` telling the
+  user to pass one;
+- `--force` wipes it and starts over;
+- `--resume` continues every algorithm from its last completed meta-iteration (algorithms
+  that had finished are not retrained) and redoes evaluation, baselines and report.
+
+Flow: resolved `config.yaml` -> meta-train each configured algorithm (checkpoint every
+iteration) -> held-out evaluation of each -> baselines on the same held-out tasks ->
+`report.write_report` (metrics.json, report.md, plots). Records are also kept as
+`heldout_meta.json` and `heldout_baselines.json` so `avatar-meta evaluate` can redo the
+meta-learners' part alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from avatar_meta.config import RunConfig, dump_config, load_config
+from avatar_meta.training.common import make_env
+from avatar_meta.training.records import HeldoutRecord, load_records, save_records
+
+logger = logging.getLogger("avatar_meta.training")
+
+META_RECORDS = "heldout_meta.json"
+BASELINE_RECORDS = "heldout_baselines.json"
+CURVES = "training_curves.json"
+TIMING = "timing.json"
+
+
+class RunExistsError(RuntimeError):
+    """The run folder exists and neither resume nor force was asked for."""
+
+
+def prepare_run_dir(results_dir: str | Path, run_id: str, resume: bool, force: bool) -> Path:
+    """Create (or reuse with resume, or wipe with force) results_dir/run_id."""
+    if resume and force:
+        raise ValueError("--resume and --force exclude each other; pass one")
+    if not run_id or "/" in run_id or run_id in (".", ".."):
+        raise ValueError(f"--run-id {run_id!r}: use a plain folder name like 'demo'")
+    run_dir = Path(results_dir) / run_id
+    if run_dir.exists():
+        if force:
+            shutil.rmtree(run_dir)
+        elif not resume:
+            raise RunExistsError(
+                f"run folder {run_dir} already exists; pass --resume to continue it from its "
+                "last checkpoint, --force to overwrite it, or choose another --run-id"
+            )
+    elif resume:
+        raise RunExistsError(f"--resume: no run folder {run_dir} to resume; drop --resume")
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for stale in (run_dir / "checkpoints").glob("*.tmp"):
+        stale.unlink()  # half-written by a killed run; the previous checkpoint is intact
+    return run_dir
+
+
+def _writer(config: RunConfig, run_dir: Path) -> Any:
+    if not config.output.tensorboard:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run_dir))
+
+
+def _progress(config: RunConfig) -> Any:
+    if not config.output.progress:
+        return nullcontext(None)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description:<8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("meta-iterations"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+
+
+def train(config: RunConfig, run_id: str, *, resume: bool = False, force: bool = False) -> Path:
+    """The whole job; returns the run folder."""
+    from avatar_meta.training.evaluate import evaluate_checkpoint, summarise
+    from avatar_meta.training.meta_loop import train_algorithm
+
+    torch.set_num_threads(1)
+    run_dir = prepare_run_dir(config.output.results_dir, run_id, resume, force)
+    dump_config(config, run_dir / "config.yaml")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    t0 = time.perf_counter()
+    timing: dict[str, Any] = {}
+    curves: dict[str, list[dict[str, float]]] = {}
+    heldout = config.task_distribution().heldout()
+    env = make_env(config, log_folder=str((run_dir / "logs").resolve()))
+    writer = _writer(config, run_dir)
+    try:
+        with _progress(config) as progress:
+            for algo in config.meta.algorithms:
+                state = train_algorithm(
+                    algo, config, env, run_dir, resume=resume, writer=writer, progress=progress
+                )
+                curves[algo] = state.curve
+                timing[algo] = {
+                    "meta_iterations": state.iteration,
+                    "env_steps": state.env_steps,
+                    "env_s": state.env_seconds,
+                    "learn_s": state.learn_seconds,
+                    "env_steps_per_s": state.env_steps / max(state.env_seconds, 1e-9),
+                }
+        t_eval = time.perf_counter()
+        records: list[HeldoutRecord] = []
+        for algo in config.meta.algorithms:
+            records += evaluate_checkpoint(algo, config, env, run_dir, heldout)
+        timing["evaluation_s"] = time.perf_counter() - t_eval
+    finally:
+        env.close()
+        if writer is not None:
+            writer.close()
+    save_records(records, run_dir / META_RECORDS)
+    (run_dir / CURVES).write_text(json.dumps(curves))
+    logger.info("held-out returns by step: %s", json.dumps(summarise(records)))
+    t_base = time.perf_counter()
+    base_records, base_curves, validation = run_baselines(config, run_dir, heldout)
+    timing["baselines_s"] = time.perf_counter() - t_base
+    timing["total_s"] = time.perf_counter() - t0
+    (run_dir / TIMING).write_text(json.dumps(timing, indent=1))
+    finish_report(run_dir, records + base_records, {**curves, **base_curves}, config, validation)
+    return run_dir
+
+
+def baseline_config(config: RunConfig) -> Any:
+    """`training.baselines.BaselineConfig` from our `baselines` and `eval` sections."""
+    from avatar_meta.training import baselines as bl
+
+    b = config.baselines
+    base = bl.BaselineConfig()
+    finetune = replace(
+        base.finetune,
+        episodes_per_step=config.eval.episodes_per_step,
+        steps=config.eval.adaptation_steps,
+        lr_candidates=tuple(b.lr_candidates),
+    )
+    return replace(
+        base,
+        methods=tuple(b.methods),
+        seed=config.env.seed,
+        hidden=tuple(config.policy.hidden),
+        eval_episodes=b.eval_episodes,
+        n_validation=b.n_validation,
+        finetune=finetune,
+        multitask=replace(base.multitask, env_steps=b.multitask_env_steps),
+        oracle=replace(base.oracle, env_steps=b.oracle_env_steps, patience=b.oracle_patience),
+    )
+
+
+def run_baselines(
+    config: RunConfig, run_dir: Path, heldout: list[Any]
+) -> tuple[list[HeldoutRecord], dict[str, list[dict[str, float]]], dict[str, Any]]:
+    """Baselines on the same held-out tasks (in a fresh env: the meta env is closed)."""
+    if not config.baselines.methods:
+        return [], {}, {}
+    try:
+        from avatar_meta.training import baselines as bl
+    except ImportError as err:  # the baselines module is optional while it is being built
+        logger.warning("baselines skipped: %s", err)
+        return [], {}, {}
+    dist = config.task_distribution()
+    factory = lambda: make_env(config, log_folder=str((run_dir / "logs").resolve()))  # noqa: E731
+    results = bl.run_baselines(baseline_config(config), factory, heldout, dist.train_tasks())
+    save_records(results.records, run_dir / BASELINE_RECORDS)
+    return list(results.records), dict(results.training_curves), dict(results.oracle_validation)
+
+
+def finish_report(
+    run_dir: Path,
+    records: list[HeldoutRecord],
+    curves: dict[str, list[dict[str, float]]],
+    config: RunConfig,
+    validation: dict[str, Any] | None = None,
+) -> Path | None:
+    """`report.write_report(...)`; returns report.md's path (None if the module is missing)."""
+    try:
+        from avatar_meta.report import write_report
+    except ImportError as err:
+        logger.warning("report skipped (avatar_meta.report not available: %s)", err)
+        return None
+    extra: dict[str, Any] = {}
+    if (run_dir / TIMING).exists():
+        extra["timing"] = json.loads((run_dir / TIMING).read_text())
+    if validation:
+        extra["oracle_validation"] = validation
+    paths = write_report(run_dir, records, curves, config, _versions(), extra)
+    return Path(paths["report"])
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    from avatar_meta import contract
+
+    out = {"protocol": "mlagents 1.5.0 / contract " + contract.CONTRACT_VERSION}
+    for name in ("avatar-meta", "mlagents", "mlagents-envs", "torch"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def evaluate_run(results_dir: str | Path, run_id: str) -> Path:
+    """Re-run the meta-learners' held-out evaluation from the saved checkpoints, then redo
+    the report with the saved baseline records."""
+    from avatar_meta.training.evaluate import evaluate_checkpoint
+    from avatar_meta.training.meta_loop import checkpoint_path
+
+    torch.set_num_threads(1)
+    run_dir = Path(results_dir) / run_id
+    if not (run_dir / "config.yaml").is_file():
+        raise RunExistsError(f"no run at {run_dir} (config.yaml missing); train it first")
+    config = load_config(run_dir / "config.yaml")
+    algos = [a for a in config.meta.algorithms if checkpoint_path(run_dir, a).exists()]
+    if not algos:
+        raise RunExistsError(f"{run_dir}/checkpoints has no checkpoint to evaluate")
+    heldout = config.task_distribution().heldout()
+    env = make_env(config, log_folder=str((run_dir / "logs").resolve()))
+    try:
+        records = [r for a in algos for r in evaluate_checkpoint(a, config, env, run_dir, heldout)]
+    finally:
+        env.close()
+    save_records(records, run_dir / META_RECORDS)
+    base: list[HeldoutRecord] = []
+    if (run_dir / BASELINE_RECORDS).exists():
+        base = load_records(run_dir / BASELINE_RECORDS)
+    curves = json.loads((run_dir / CURVES).read_text()) if (run_dir / CURVES).exists() else {}
+    finish_report(run_dir, records + base, curves, config)
+    return run_dir

@@ -1,0 +1,143 @@
+"""Meta-training loop, checkpoints, run-folder semantics, SIGKILL + --resume, protocol path."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from avatar_meta.config import RunConfig, config_from_dict
+from avatar_meta.training.common import make_env
+from avatar_meta.training.evaluate import evaluate_checkpoint
+from avatar_meta.training.meta_loop import checkpoint_path, load_checkpoint, train_algorithm
+from avatar_meta.training.records import RECORD_KEYS, validate_record
+from avatar_meta.training.run import RunExistsError, prepare_run_dir
+
+torch.set_num_threads(1)
+
+TINY = {
+    "env": {"inprocess": True, "num_areas": 12},
+    "tasks": {"n_train": 12, "n_heldout": 6, "families": ["reach_landmark", "follow_visitor"]},
+    "meta": {
+        "meta_batch_size": 4,
+        "support_episodes": 1,
+        "query_episodes": 1,
+        "meta_iterations": 2,
+        "reptile_inner_steps": 2,
+    },
+    "eval": {"episodes_per_step": 1, "adaptation_steps": 3},
+    "baselines": {"methods": []},
+    "output": {"progress": False, "tensorboard": False},
+}
+
+
+def tiny(**meta: object) -> RunConfig:
+    data = {k: dict(v) for k, v in TINY.items()}
+    data["meta"].update(meta)
+    return config_from_dict(data)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "metasgd", "reptile"])
+def test_each_algorithm_trains_checkpoints_and_evaluates(algorithm: str, tmp_path: Path) -> None:
+    config = tiny(algorithms=[algorithm])
+    env = make_env(config)
+    state = train_algorithm(algorithm, config, env, tmp_path)
+    assert state.iteration == 2 and state.finished
+    assert all(math.isfinite(e["meta_loss"]) for e in state.curve)
+    ck = load_checkpoint(checkpoint_path(tmp_path, algorithm))
+    assert ck["iteration"] == 2 and ck["env_steps"] == state.env_steps > 0
+    assert set(ck) >= {"params", "optimizer", "buffers", "np_rng", "torch_generator", "config"}
+    assert all(torch.isfinite(v).all() for v in ck["params"].values())
+    assert float(ck["buffers"]["obs_count"]) > 0
+    if algorithm == "metasgd":
+        assert ck["metasgd_lrs"] is not None
+    heldout = config.task_distribution().heldout()[:4]
+    records = evaluate_checkpoint(algorithm, config, env, tmp_path, heldout)
+    assert len(records) == 4
+    for r in records:
+        validate_record(dict(r))
+        assert tuple(r) == RECORD_KEYS and len(r["return_by_step"]) == 4
+        assert r["method"] == algorithm and r["env_steps"] > 0
+    env.close()
+
+
+def test_resume_in_process_continues_the_counter(tmp_path: Path) -> None:
+    config = tiny(algorithms=["maml"])
+    env = make_env(config)
+    train_algorithm("maml", config, env, tmp_path)
+    longer = tiny(algorithms=["maml"], meta_iterations=3)
+    state = train_algorithm("maml", longer, env, tmp_path, resume=True)
+    assert state.iteration == 3 and [e["iteration"] for e in state.curve] == [1.0, 2.0, 3.0]
+    env.close()
+
+
+def test_run_folder_semantics(tmp_path: Path) -> None:
+    run = prepare_run_dir(tmp_path, "r", resume=False, force=False)
+    (run / "marker").write_text("x")
+    with pytest.raises(RunExistsError, match="--resume.*--force"):
+        prepare_run_dir(tmp_path, "r", resume=False, force=False)
+    assert (prepare_run_dir(tmp_path, "r", resume=True, force=False) / "marker").exists()
+    assert not (prepare_run_dir(tmp_path, "r", resume=False, force=True) / "marker").exists()
+    with pytest.raises(RunExistsError, match="no run folder"):
+        prepare_run_dir(tmp_path, "other", resume=True, force=False)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "avatar_meta.cli", *args]
+
+
+def test_sigkill_then_resume_continues_from_last_completed_iteration(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "tasks: {n_train: 12, n_heldout: 4, families: [reach_landmark, follow_visitor]}\n"
+        "meta: {meta_batch_size: 4, support_episodes: 1, query_episodes: 1, meta_iterations: 40}\n"
+        "eval: {episodes_per_step: 1}\n"
+        "env: {num_areas: 8}\nbaselines: {methods: []}\noutput: {progress: false}\n"
+    )
+    common = [str(cfg), "--run-id", "k", "--results-dir", str(tmp_path), "--inprocess"]
+    proc = subprocess.Popen(_cli("train", *common), stderr=subprocess.DEVNULL)
+    ck = checkpoint_path(tmp_path / "k", "maml")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if ck.exists() and load_checkpoint(ck)["iteration"] >= 2:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(ck)["iteration"]  # whole and loadable after SIGKILL
+    assert 2 <= killed_at < 40
+    # without --resume/--force the existing run is refused with a helpful message
+    refused = subprocess.run(_cli("train", *common), capture_output=True, text=True)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    cfg.write_text(
+        cfg.read_text().replace("meta_iterations: 40", f"meta_iterations: {killed_at + 2}")
+    )
+    done = subprocess.run(_cli("train", *common, "--resume"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    final = load_checkpoint(ck)
+    iters = [int(e["iteration"]) for e in final["curve"]]
+    assert iters == list(range(1, killed_at + 3))  # continued at killed_at + 1, no gap or repeat
+    assert final["finished"] and not list(ck.parent.glob("*.tmp"))
+    assert (tmp_path / "k" / "heldout_meta.json").exists()
+
+
+@pytest.mark.slow
+def test_protocol_path_runs_through_the_real_world(tmp_path: Path) -> None:
+    data = {k: dict(v) for k, v in TINY.items()}
+    data["env"] = {"num_areas": 8, "base_port": 5640}
+    data["meta"]["meta_iterations"] = 1
+    config = config_from_dict(data)
+    env = make_env(config)
+    try:
+        state = train_algorithm("maml", config, env, tmp_path)
+    finally:
+        env.close()
+    assert state.iteration == 1 and state.env_steps > 0
+    assert math.isfinite(state.curve[0]["meta_loss"])
