@@ -15,6 +15,25 @@ if sys.version_info < (3, 10) or sys.version_info >= (3, 13):
              "Set PYTHON=python3.11 (for example) and run make again.")
 PY
 
+# protoc + the gRPC Python plugin regenerate protos/ stubs (tools/gen_protos.sh, checked by
+# tests/test_protos.py). Debian's 3.21 generator is the one whose output runs on protobuf 3.20.3.
+if ! command -v protoc >/dev/null 2>&1 || [ ! -x /usr/bin/grpc_python_plugin ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "[setup] installing protobuf-compiler protobuf-compiler-grpc (apt-get)"
+    if ! { apt-get install -y -qq --no-install-recommends protobuf-compiler protobuf-compiler-grpc \
+           >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 &&
+           apt-get install -y -qq --no-install-recommends protobuf-compiler protobuf-compiler-grpc \
+           >/dev/null 2>&1; }; }; then
+      echo "[setup] WARNING: could not apt-get install protobuf-compiler protobuf-compiler-grpc;" \
+           "tests/test_protos.py will fail until protoc and grpc_python_plugin are installed" >&2
+    fi
+  else
+    echo "[setup] WARNING: protoc/grpc_python_plugin missing and cannot apt-get install them" \
+         "(need root and apt-get): install protobuf-compiler and protobuf-compiler-grpc" \
+         "(Debian/Ubuntu) for tools/gen_protos.sh and tests/test_protos.py" >&2
+  fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV with $("$PYTHON" --version)"
   "$PYTHON" -m venv "$VENV"

@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="short run (for smoke tests)")
     bench.set_defaults(func=_cmd_bench, passthrough=False)
     _add_train_parsers(sub)
+    _add_export_parsers(sub)
     return parser
 
 
@@ -186,6 +187,58 @@ def _add_train_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore
     evaluate.add_argument("--run-id", required=True, help="name of the run folder")
     evaluate.add_argument("--results-dir", help="parent of run folders (default: results)")
     evaluate.set_defaults(func=_cmd_evaluate, passthrough=False)
+
+
+def _cmd_keygen(args: argparse.Namespace, rest: list[str]) -> int:
+    from avatar_meta.export import signing
+
+    try:
+        private, public = signing.write_keypair(args.out_dir)
+    except FileExistsError as err:
+        print(f"avatar-meta keygen: {err}", file=sys.stderr)
+        return 2
+    key_id = signing.key_id(signing.load_public_key(public))
+    print(f"private key (keep secret, trainer/service only): {private}")
+    print(f"public key (ship with games, --policy-public-key): {public}  key id {key_id}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace, rest: list[str]) -> int:
+    from avatar_meta.export.checkpoint import export_checkpoint
+
+    try:
+        result = export_checkpoint(
+            args.checkpoint, args.out_dir, sign_key=args.sign_key, version=args.policy_version,
+            task_id=args.task_id, behavior=args.behavior,
+        )
+    except (OSError, ValueError) as err:
+        print(f"avatar-meta export: {err}", file=sys.stderr)
+        return 2
+    print(f"ONNX (Sentis, import as a ModelAsset): {result.onnx}")
+    if result.weights is not None:
+        print(f"signed PolicyWeights: {result.weights}")
+    else:
+        print("no --sign-key: signed PolicyWeights not written")
+    return 0
+
+
+def _add_export_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    keygen = sub.add_parser(
+        "keygen", help="create the RSA-2048 key pair that signs policies (docs/exports.md)"
+    )
+    keygen.add_argument("--out-dir", required=True, help="writes private.pem (0600), public.pem")
+    keygen.set_defaults(func=_cmd_keygen, passthrough=False)
+
+    export = sub.add_parser(
+        "export", help="checkpoint -> Sentis ONNX and signed PolicyWeights (docs/exports.md)"
+    )
+    export.add_argument("checkpoint", help="results/<run>/checkpoints/<algorithm>.pt")
+    export.add_argument("--out-dir", required=True, help="folder for <behavior>.onnx/.policy")
+    export.add_argument("--sign-key", help="private.pem from `avatar-meta keygen`")
+    export.add_argument("--policy-version", type=int, default=1, help="version to stamp")
+    export.add_argument("--task-id", default="", help="task id to stamp")
+    export.add_argument("--behavior", default="AvatarAgent", help="behaviour name")
+    export.set_defaults(func=_cmd_export, passthrough=False)
 
 
 def _print_versions() -> None:

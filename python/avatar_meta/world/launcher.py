@@ -36,6 +36,7 @@ from types import FrameType
 # if the trainer dies during that time, the world is reparented and would not know whom to watch.
 PARENT_AT_START = os.getppid()
 
+from avatar_meta.world import policy_receiver  # noqa: E402
 from avatar_meta.world.unity_client import UnityClient, WorldSettings  # noqa: E402
 
 logger = logging.getLogger("avatar_meta.world")
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    policy_receiver.add_arguments(parser)  # --policy-public-key, --inference-areas
     return parser
 
 
@@ -168,6 +170,7 @@ def install_signal_handlers(client: UnityClient) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args, unknown = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    policy_receiver.apply_arguments(args)
     setup_logging(args.log_file, args.log_level)
     if unknown:
         logger.info("ignoring arguments the world does not use: %s", " ".join(unknown))

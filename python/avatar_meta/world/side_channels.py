@@ -32,6 +32,7 @@ from typing import Protocol
 import numpy as np
 
 from avatar_meta import contract
+from avatar_meta.world.policy_receiver import POLICY_CHANNEL, PolicyReceiver  # PolicyChannel
 from avatar_meta.world.types import EpisodeStats, TaskSpec
 
 logger = logging.getLogger("avatar_meta.world.side_channels")
@@ -394,6 +395,7 @@ class WorldSideChannels:
         self._params_dirty = False
         self._reported_ignored: set[str] = set()
         self._outgoing: list[bytes] = []
+        self.policies = PolicyReceiver.from_environment(sink.num_areas)  # PolicyChannel
 
     # -- incoming ---------------------------------------------------------------------------
     def receive(self, data: bytes) -> None:
@@ -405,6 +407,8 @@ class WorldSideChannels:
                 self._on_env_parameter(payload)
             elif channel == ENGINE_CONFIG_CHANNEL:
                 self._on_engine_config(payload)
+            elif channel == POLICY_CHANNEL:
+                self.policies.receive(payload)
             elif channel == TRAINING_ANALYTICS_CHANNEL:
                 pass  # Unity forwards these to its analytics; a headless world has none.
             else:
@@ -499,6 +503,6 @@ class WorldSideChannels:
 
     def take_outgoing(self) -> bytes:
         """All queued records for the next output message, framed; clears the queue."""
-        data = b"".join(self._outgoing)
+        data = b"".join(self._outgoing) + self.policies.take_outgoing()
         self._outgoing.clear()
         return data

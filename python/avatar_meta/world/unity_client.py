@@ -296,7 +296,12 @@ class UnityClient:
                 continuous, gesture = codec.actions(state, plaza.n_agents, self._problems)
                 if side.has_samplers:
                     side.push_defaults()
+                # PolicyChannel `inference` areas act with streamed weights (policy_receiver.py).
+                continuous, gesture = side.policies.override(
+                    obs, mask, continuous, gesture, self.settings.agents_per_area
+                )
                 result = plaza.step(continuous, gesture)
+                obs, mask = result.obs, result.mask
                 side.episodes_finished(result.finished)
                 payload = codec.step_message(result, side.take_outgoing(), not brain_sent)
             raw = self._send(call, payload)

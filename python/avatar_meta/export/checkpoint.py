@@ -1,0 +1,68 @@
+"""`avatar-meta export`: a training checkpoint to a Sentis ONNX model and signed PolicyWeights.
+
+Checkpoints are the meta-training job's `results/<run>/checkpoints/<algorithm>.pt` (a dict
+with `params`, `buffers` and the run's `config`, whose `policy` section holds the PolicySpec
+fields). The exported policy is the meta-learned initialisation itself; adapted policies leave
+the trainer through the PolicyChannel or the adaptation service instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from avatar_meta import contract
+from avatar_meta.export import policy_weights, signing
+from avatar_meta.export.onnx_export import export_policy
+from avatar_meta.rl.policy import Buffers, Params, PolicySpec
+
+_SPEC_FIELDS = ("hidden", "activation", "normalize_obs", "obs_clip", "log_std_init", "log_std_floor")
+
+
+def load_policy(path: str | Path) -> tuple[PolicySpec, Params, Buffers]:
+    """(spec, params, buffers) of a checkpoint; ValueError naming what is missing."""
+    payload: dict[str, Any] = torch.load(Path(path), map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or "params" not in payload or "buffers" not in payload:
+        raise ValueError(f"{path} is not an avatar-meta checkpoint (no params/buffers)")
+    section = dict((payload.get("config") or {}).get("policy") or {})
+    fields = {k: section[k] for k in _SPEC_FIELDS if k in section}
+    if "hidden" in fields:
+        fields["hidden"] = tuple(fields["hidden"])
+    return PolicySpec(**fields), dict(payload["params"]), dict(payload["buffers"])
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    onnx: Path
+    weights: Path | None
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    sign_key: str | Path | None = None,
+    version: int = 1,
+    task_id: str = "",
+    behavior: str = contract.BEHAVIOR_NAME,
+) -> ExportResult:
+    """Write `<behavior>.onnx` and, with a private key, `<behavior>.policy` (a signed
+    PolicyWeightsEnvelope). Unsigned weights are never written: clients would refuse them."""
+    spec, params, buffers = load_policy(checkpoint)
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = folder / f"{behavior}.onnx"
+    onnx_path.write_bytes(export_policy(spec, params, buffers).SerializeToString())
+    weights_path = None
+    if sign_key is not None:
+        packed = policy_weights.pack(
+            spec, params, buffers, version=version, task_id=task_id, behavior_name=behavior,
+            has_critic=False,
+        )
+        envelope = signing.sign(packed, signing.load_private_key(sign_key))
+        weights_path = folder / f"{behavior}.policy"
+        weights_path.write_bytes(envelope.SerializeToString())
+    return ExportResult(onnx_path, weights_path)
