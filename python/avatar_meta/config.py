@@ -113,9 +113,9 @@ class MetaConfig:
     """Inner PG step size alpha (on normalised advantages); Meta-SGD's initial step size."""
     inner_lr_decay: float = 0.5
     """Adaptation step k uses inner_lr * inner_lr_decay**k (a repeated step size diverges)."""
-    outer_lr: float = 1.0e-3
+    outer_lr: float = 3.0e-3
     """Adam learning rate of the outer (meta) update."""
-    outer_epochs: int = 2
+    outer_epochs: int = 8
     """Outer PPO-clip epochs over each query batch (MAML, FOMAML, Meta-SGD)."""
     clip: float = 0.2
     """PPO ratio clip of the outer loss."""

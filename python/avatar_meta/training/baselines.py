@@ -105,7 +105,7 @@ class PretrainConfig:
     patience: int = 0
     """Stop after this many iterations without a new best smoothed return (0 = use the whole
     budget). The oracle uses it to train "to convergence" within the budget."""
-    ppo: PPOSettings = PPOSettings(lr=1e-3, epochs=4, minibatches=8)
+    ppo: PPOSettings = PPOSettings(lr=3e-4, epochs=8, minibatches=32)
     """PPO settings of pretraining."""
 
 

@@ -39,10 +39,12 @@ class PPOSettings:
 
     lr: float = 3e-4
     """Adam learning rate (the "step size" the validation search picks for fine-tuning)."""
-    epochs: int = 4
+    epochs: int = 8
     """Passes over the batch per update."""
-    minibatches: int = 4
-    """Minibatches per pass."""
+    minibatches: int = 16
+    """Minibatches per pass. With 4 x 4 the policy barely moved per update (approx-KL ~0.001)
+    and PPO reached a quarter of the scripted return on reach_landmark; 8 x 16 matched it in
+    ~130k env steps."""
     gamma: float = 0.99
     """Discount."""
     lam: float = 0.95
