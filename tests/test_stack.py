@@ -40,9 +40,8 @@ def test_pinned_versions_match_constraints() -> None:
     expected_ort = "1.26.0" if sys.version_info >= (3, 11) else "1.23.2"  # 1.26 has no 3.10 wheel
     assert md.version("onnxruntime") == expected_ort
     assert md.version("torch").startswith("2.13.0")
-    # mlagents 1.1.0 still uses np.float: on numpy >= 1.24 compat restores it before import.
-    if tuple(int(x) for x in np.__version__.split(".")[:2]) < (1, 24):
-        assert np.__version__ == "1.23.5"
+    # mlagents 1.1.0 still uses np.float, removed in numpy 1.24.
+    assert np.__version__ == "1.23.5"
 
 
 def test_stack_error_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,3 +54,22 @@ def test_stack_error_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_mlagents_trainers_import() -> None:
     from mlagents.trainers.learn import run_cli  # noqa: F401  (imports torch, pkg_resources, ...)
+
+
+def test_setup_refuses_pythons_the_stack_cannot_run() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "tools" / "check_python.py"
+
+    def check(version: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(script), version], capture_output=True, text=True, check=False
+        )
+
+    assert check("3.11.7").returncode == 0
+    assert check("3.10.13").returncode == 0
+    refused = check("3.12.1")
+    assert refused.returncode == 1 and "np.float" in refused.stderr and "python3.11" in refused.stderr
+    assert check("3.9.18").returncode == 1

@@ -8,12 +8,7 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 cd "$(dirname "$0")/.."
 
-"$PYTHON" - <<'PY'
-import sys
-if sys.version_info < (3, 10) or sys.version_info >= (3, 13):
-    sys.exit(f"avatar-meta supports Python 3.10-3.12; {sys.version.split()[0]} found. "
-             "Set PYTHON=python3.11 (for example) and run make again.")
-PY
+"$PYTHON" tools/check_python.py
 
 # protoc + the gRPC Python plugin regenerate protos/ stubs (tools/gen_protos.sh, checked by
 # tests/test_protos.py). Debian's 3.21 generator is the one whose output runs on protobuf 3.20.3.

@@ -1,26 +1,17 @@
 """Checks of the dependency stack that mlagents-envs 1.1.0 silently relies on.
 
 mlagents-envs ships `_pb2` modules generated for protobuf 3.x. protobuf 4+ (pulled in by a
-recent onnxruntime or onnx) makes them fail at import or, worse, mis-serialise. numpy >= 1.24
-removed `np.float`, which mlagents still uses. `check_stack()` turns either into one clear error.
+recent onnxruntime or onnx) makes them fail at import or, worse, mis-serialise.
+`check_stack()` turns that into one clear error that names the fix.
 """
 
 from __future__ import annotations
 
 import warnings
 
-import numpy as np
-
 
 class StackError(RuntimeError):
     """The installed packages cannot run mlagents-envs 1.1.0 correctly."""
-
-
-def restore_numpy_aliases() -> None:
-    """Give numpy >= 1.24 back the aliases mlagents 1.1.0 uses (`np.float`, `np.bool`...)."""
-    for name, alias in (("float", float), ("int", int), ("bool", bool), ("object", object)):
-        if name not in np.__dict__:
-            setattr(np, name, alias)
 
 
 def check_stack() -> None:
