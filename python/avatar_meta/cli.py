@@ -20,6 +20,7 @@ Start here:
   avatar-meta demo                      run the built-in headless world and show what avatars score
   avatar-meta world --print-path        path of the headless world, usable as `--env` anywhere
   avatar-meta bench protocol --out F    measure the ML-Agents protocol throughput
+  avatar-meta serve --run-id ID         adaptation service over gRPC (docs/serving.md)
 """
 
 
@@ -87,12 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a benchmark suite and write its JSON",
         description="Run a benchmark suite; results compare against a baseline in the same run.",
     )
-    bench.add_argument("suite", choices=["protocol"], help="which suite to run")
+    bench.add_argument("suite", choices=["protocol", "adaptation"], help="which suite to run")
     bench.add_argument("--out", required=True, help="where to write the JSON result")
     bench.add_argument("--quick", action="store_true", help="short run (for smoke tests)")
     bench.set_defaults(func=_cmd_bench, passthrough=False)
     _add_train_parsers(sub)
     _add_export_parsers(sub)
+    _add_serve_parser(sub)
     return parser
 
 
@@ -239,6 +241,39 @@ def _add_export_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignor
     export.add_argument("--task-id", default="", help="task id to stamp")
     export.add_argument("--behavior", default="AvatarAgent", help="behaviour name")
     export.set_defaults(func=_cmd_export, passthrough=False)
+
+
+def _cmd_serve(args: argparse.Namespace, rest: list[str]) -> int:
+    from avatar_meta.serve.server import ServeOptions, serve
+
+    opts = ServeOptions(**{k: v for k, v in vars(args).items() if k in ServeOptions.__dataclass_fields__})
+    try:
+        return serve(opts)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"avatar-meta serve: {err}", file=sys.stderr)
+        return 2
+
+
+def _add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = sub.add_parser(
+        "serve", help="gRPC adaptation service: episodes in, signed weights out (docs/serving.md)"
+    )
+    serve.add_argument("--run-id", help="serve results/<run-id>/checkpoints/<algorithm>.pt")
+    serve.add_argument("--results-dir", default="results", help="folder holding the runs")
+    serve.add_argument("--checkpoint", help="serve this checkpoint file instead of a run")
+    serve.add_argument("--port", type=int, default=50061, help="0 = any free port")
+    serve.add_argument("--token-file", help="file holding the bearer token clients must send")
+    serve.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key: TLS, all interfaces)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument("--sign-key", help="private.pem from `avatar-meta keygen`")
+    serve.add_argument("--max-workers", type=int, default=2, help="adaptations computing at once")
+    serve.add_argument("--max-queue", type=int, default=64, help="adaptations waiting; more: RESOURCE_EXHAUSTED")
+    serve.add_argument("--max-subscribers", type=int, default=64, help="open Subscribe streams")
+    serve.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024, help="request size cap")
+    serve.add_argument("--max-steps", type=int, default=20_000, help="steps per request cap")
+    serve.add_argument("--max-episodes", type=int, default=64, help="episodes per request cap")
+    serve.add_argument("--grace-s", type=float, default=10.0, help="drain time on SIGTERM")
+    serve.set_defaults(func=_cmd_serve, passthrough=False)
 
 
 def _print_versions() -> None:

@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-SUITES = {"protocol": "avatar_meta.benchmarks.protocol"}
+SUITES = {
+    "protocol": "avatar_meta.benchmarks.protocol",
+    "adaptation": "avatar_meta.benchmarks.adaptation",
+}
 
 
 def machine_info() -> dict[str, Any]:

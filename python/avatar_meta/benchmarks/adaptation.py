@@ -1,0 +1,199 @@
+"""`avatar-meta bench adaptation`: few-shot episodes in -> signed PolicyWeights out.
+
+Measured in one run, on one untrained 2x128 MLP meta-policy (the cost does not depend on
+the values of the weights), 20 episodes x 200 steps per request:
+- `inprocess`: `Adapter` called directly (decode + validate + GAE batch + the run's inner
+  step + pack + sign), one request at a time: the baseline;
+- `service` (16 clients, the headline), `service_by_clients` (1, 16, 64): a real
+  `avatar-meta serve` process on loopback with token auth, called by N client threads of this
+  process, each sending its next request when the previous one answered; p50/p99 latency
+  seen by the client, throughput, errors by status code, and the ratio to in-process p50;
+- `onnx`: producing the Sentis ONNX of adapted weights by swapping initializers of the
+  cached graph vs a full re-export.
+Requests are pre-serialised with `serve.wire` (as a C# client's native protobuf would be fast
+too), so client-side pure-Python protobuf encoding does not pollute the service figures.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+HIDDEN = (128, 128)
+EPISODES, STEPS = 20, 200
+CLIENTS = (1, 16, 64)
+TOKEN = "bench-token-0123456789abcdef"
+
+
+def _request(seed: int) -> bytes:
+    from avatar_meta import contract
+    from avatar_meta.serve import wire
+
+    rng = np.random.default_rng(seed)
+    eps = [
+        wire.encode_episode(
+            rng.normal(size=(STEPS, contract.OBSERVATION_SIZE)),
+            rng.normal(size=(STEPS, contract.NUM_CONTINUOUS_ACTIONS)),
+            rng.integers(0, contract.DISCRETE_BRANCHES[0], (STEPS, 1)),
+            rng.normal(size=STEPS),
+            np.zeros((STEPS, sum(contract.DISCRETE_BRANCHES))),
+            interrupted=bool(i % 2),
+        )
+        for i in range(EPISODES)
+    ]
+    return wire.encode_adapt_request(contract.BEHAVIOR_NAME, eps)
+
+
+def _summary(latencies_ms: list[float], wall_s: float) -> dict[str, float]:
+    arr = np.asarray(latencies_ms)
+    return {
+        "p50_ms": float(np.percentile(arr, 50)),
+        "p99_ms": float(np.percentile(arr, 99)),
+        "mean_ms": float(arr.mean()),
+        "requests": int(arr.size),
+        "throughput_per_s": float(arr.size / wall_s),
+    }
+
+
+def _inprocess(checkpoint: Path, key: Any, requests: list[bytes], n: int) -> dict[str, float]:
+    from avatar_meta.export import signing
+    from avatar_meta.serve import wire
+    from avatar_meta.serve.adapter import Adapter
+
+    adapter = Adapter(checkpoint)
+    adapter.adapt(wire.decode_adapt_request(requests[0]))  # warm-up (first call is slow)
+    latencies = []
+    t_all = time.perf_counter()
+    for i in range(n):
+        t0 = time.perf_counter()
+        view = wire.decode_adapt_request(requests[i % len(requests)])
+        params = adapter.adapt(view)
+        signing.sign(adapter.pack(params, version=i + 1, task_id=""), key)
+        latencies.append((time.perf_counter() - t0) * 1e3)
+    return _summary(latencies, time.perf_counter() - t_all)
+
+
+def _start_server(folder: Path) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, "-m", "avatar_meta.cli", "serve", "--checkpoint",
+           str(folder / "maml.pt"), "--port", "0", "--token-file", str(folder / "token"),
+           "--sign-key", str(folder / "keys" / "private.pem"), "--max-workers", "2",
+           "--max-queue", "64"]
+    log = open(folder / "server.log", "w")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "serving" not in line:
+        proc.kill()
+        raise RuntimeError(f"server did not start: {(folder / 'server.log').read_text()[-2000:]}")
+    return proc, line.split(" on ")[-1].strip()
+
+
+def _service(address: str, public_key: Any, requests: list[bytes], clients: int,
+             per_client: int) -> dict[str, Any]:
+    import grpc
+
+    from avatar_meta.serve.client import AdaptationClient
+
+    client = AdaptationClient(address, token=TOKEN, public_key=public_key)
+    client.adapt_encoded(requests[0])  # warm-up
+    latencies: list[float] = []
+    codes: Counter[str] = Counter()
+    lock = threading.Lock()
+    start = threading.Barrier(clients + 1)
+
+    def worker(k: int) -> None:
+        start.wait()
+        for i in range(per_client):
+            t0 = time.perf_counter()
+            try:
+                client.adapt_encoded(requests[(k + i) % len(requests)], timeout=120)
+                code = "OK"
+            except grpc.RpcError as err:
+                code = err.code().name
+            with lock:
+                codes[code] += 1
+                if code == "OK":
+                    latencies.append((time.perf_counter() - t0) * 1e3)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t_all = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t_all
+    client.close()
+    return {**_summary(latencies, wall), "clients": clients, "codes": dict(codes)}
+
+
+def _onnx(checkpoint: Path, reps: int) -> dict[str, Any]:
+    from avatar_meta.export.onnx_export import OnnxTemplate, export_policy
+    from avatar_meta.serve.adapter import Adapter
+
+    adapter = Adapter(checkpoint)
+    template = OnnxTemplate()
+    t0 = time.perf_counter()
+    template.template(adapter.spec)
+    first = (time.perf_counter() - t0) * 1e3
+    swap, full = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        template.bytes_for(adapter.spec, adapter.params, adapter.buffers)
+        swap.append((time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
+        export_policy(adapter.spec, adapter.params, adapter.buffers).SerializeToString()
+        full.append((time.perf_counter() - t0) * 1e3)
+    s, f = float(np.median(swap)), float(np.median(full))
+    return {"swap_ms": s, "full_export_ms": f, "first_export_ms": first,
+            "speedup": f / s, "baseline": "full_export_ms"}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """The `results` object of the suite's JSON."""
+    from avatar_meta.export import signing
+    from avatar_meta.serve.adapter import make_checkpoint
+
+    torch.set_num_threads(1)
+    per_client = {1: 4, 16: 1, 64: 1} if quick else {1: 30, 16: 8, 64: 3}
+    with tempfile.TemporaryDirectory(prefix="bench-adapt-") as tmp:
+        folder = Path(tmp)
+        checkpoint = make_checkpoint(folder / "maml.pt", hidden=HIDDEN)
+        signing.write_keypair(folder / "keys")
+        (folder / "token").write_text(TOKEN)
+        key = signing.load_private_key(folder / "keys" / "private.pem")
+        public = signing.load_public_key(folder / "keys" / "public.pem")
+        requests = [_request(s) for s in range(4)]
+        inproc = _inprocess(checkpoint, key, requests, 5 if quick else 40)
+        proc, address = _start_server(folder)
+        try:
+            by_clients = {str(n): _service(address, public, requests, n, per_client[n])
+                          for n in CLIENTS}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        onnx = _onnx(checkpoint, 2 if quick else 10)
+    head = by_clients["16"]
+    for entry in by_clients.values():
+        entry["ratio_p50_vs_inprocess"] = entry["p50_ms"] / inproc["p50_ms"]
+    return {
+        "config": {"hidden": list(HIDDEN), "episodes": EPISODES, "steps": STEPS,
+                   "server_workers": 2, "quick": quick, "torch_threads": 1},
+        "inprocess": inproc,
+        "service": {**head, "baseline": "inprocess.p50_ms",
+                    "ratio_p50_vs_inprocess": head["p50_ms"] / inproc["p50_ms"],
+                    "goal": {"p50_ms": 20.0, "p99_ms": 100.0}},
+        "service_by_clients": by_clients,
+        "onnx": onnx,
+    }
