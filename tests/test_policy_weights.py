@@ -155,7 +155,7 @@ def test_cli_keygen_and_export(tmp_path: Path) -> None:
     assert main([*args, str(tmp_path / "k" / "private.pem"), "--policy-version", "9"]) == 0
     assert check_sentis_contract(out / "AvatarAgent.onnx", [[spec.obs_size]], 2, [4]) == []
     public = signing.load_public_key(tmp_path / "k" / "public.pem")
-    weights = signing.verify((out / "AvatarAgent.policy").read_bytes(), public)
+    weights = signing.verify((out / "AvatarAgent.weights.bin").read_bytes(), public)
     assert weights.policy_version == 9 and not weights.descriptor.has_critic
 
 

@@ -66,6 +66,22 @@ def test_each_algorithm_trains_checkpoints_and_evaluates(algorithm: str, tmp_pat
         assert tuple(r) == RECORD_KEYS and len(r["return_by_step"]) == 4
         assert r["method"] == algorithm and r["env_steps"] > 0
     env.close()
+    # The run folder's exports: Sentis ONNX + a signed PolicyWeights envelope.
+    from avatar_meta import contract
+    from avatar_meta.export import signing
+    from avatar_meta.export.onnx_contract import check_sentis_contract
+    from avatar_meta.training.run import export_meta_policy
+
+    export_meta_policy(tmp_path, records, config)
+    onnx_path = tmp_path / f"{contract.BEHAVIOR_NAME}.onnx"
+    problems = check_sentis_contract(
+        onnx_path, [(contract.OBSERVATION_SIZE,)], contract.NUM_CONTINUOUS_ACTIONS,
+        list(contract.DISCRETE_BRANCHES),
+    )
+    assert problems == []
+    envelope = (tmp_path / f"{contract.BEHAVIOR_NAME}.weights.bin").read_bytes()
+    public = signing.load_public_key(tmp_path / "keys" / "public.pem")
+    assert signing.verify(envelope, public).behavior_name == contract.BEHAVIOR_NAME
 
 
 def test_resume_in_process_continues_the_counter(tmp_path: Path) -> None:

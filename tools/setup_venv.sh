@@ -29,6 +29,24 @@ if ! command -v protoc >/dev/null 2>&1 || [ ! -x /usr/bin/grpc_python_plugin ]; 
   fi
 fi
 
+# mono (Debian mono-mcs + mono-runtime) compiles the Unity package's C# against stub assemblies
+# and runs the pure-C# policy evaluator on the shared test vectors (tools/csharp/build.sh,
+# tests/test_unity_csharp.py). About 16 s of apt-get; the Unity Editor itself is not needed.
+MONO_PACKAGES=(mono-mcs mono-runtime libmono-system-core4.0-cil libmono-system4.0-cil)
+if ! command -v mcs >/dev/null 2>&1 || ! command -v mono >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "[setup] installing ${MONO_PACKAGES[*]} (apt-get)"
+    if ! { apt-get install -y -qq --no-install-recommends "${MONO_PACKAGES[@]}" >/dev/null 2>&1 ||
+           { apt-get update -qq >/dev/null 2>&1 &&
+             apt-get install -y -qq --no-install-recommends "${MONO_PACKAGES[@]}" >/dev/null 2>&1; }; }; then
+      echo "[setup] WARNING: could not apt-get install mono; tests/test_unity_csharp.py will skip" >&2
+    fi
+  else
+    echo "[setup] WARNING: mono (mcs) missing and cannot apt-get install it (need root and" \
+         "apt-get): install ${MONO_PACKAGES[*]} for tests/test_unity_csharp.py" >&2
+  fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV with $("$PYTHON" --version)"
   "$PYTHON" -m venv "$VENV"

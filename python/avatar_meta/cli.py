@@ -235,7 +235,7 @@ def _add_export_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignor
         "export", help="checkpoint -> Sentis ONNX and signed PolicyWeights (docs/exports.md)"
     )
     export.add_argument("checkpoint", help="results/<run>/checkpoints/<algorithm>.pt")
-    export.add_argument("--out-dir", required=True, help="folder for <behavior>.onnx/.policy")
+    export.add_argument("--out-dir", required=True, help="folder for <behavior>.onnx/.weights.bin")
     export.add_argument("--sign-key", help="private.pem from `avatar-meta keygen`")
     export.add_argument("--policy-version", type=int, default=1, help="version to stamp")
     export.add_argument("--task-id", default="", help="task id to stamp")

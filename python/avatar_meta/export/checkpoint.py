@@ -49,7 +49,7 @@ def export_checkpoint(
     task_id: str = "",
     behavior: str = contract.BEHAVIOR_NAME,
 ) -> ExportResult:
-    """Write `<behavior>.onnx` and, with a private key, `<behavior>.policy` (a signed
+    """Write `<behavior>.onnx` and, with a private key, `<behavior>.weights.bin` (a signed
     PolicyWeightsEnvelope). Unsigned weights are never written: clients would refuse them."""
     spec, params, buffers = load_policy(checkpoint)
     folder = Path(out_dir)
@@ -63,6 +63,6 @@ def export_checkpoint(
             has_critic=False,
         )
         envelope = signing.sign(packed, signing.load_private_key(sign_key))
-        weights_path = folder / f"{behavior}.policy"
+        weights_path = folder / f"{behavior}.weights.bin"
         weights_path.write_bytes(envelope.SerializeToString())
     return ExportResult(onnx_path, weights_path)

@@ -143,8 +143,31 @@ def train(config: RunConfig, run_id: str, *, resume: bool = False, force: bool =
     timing["baselines_s"] = time.perf_counter() - t_base
     timing["total_s"] = time.perf_counter() - t0
     (run_dir / TIMING).write_text(json.dumps(timing, indent=1))
+    export_meta_policy(run_dir, records, config)
     finish_report(run_dir, records + base_records, {**curves, **base_curves}, config, validation)
     return run_dir
+
+
+def export_meta_policy(run_dir: Path, records: list[HeldoutRecord], config: RunConfig) -> None:
+    """Write the best meta-learner's initial policy as `<Behavior>.onnx` (Sentis contract) and
+    `<Behavior>.weights.bin` (signed PolicyWeights envelope) into the run folder.
+
+    The signing key is `keys/private.pem` in the run folder, created on first use; games
+    verify with `keys/public.pem` (or pass your own key through `avatar-meta export`).
+    """
+    from avatar_meta.export.checkpoint import export_checkpoint
+    from avatar_meta.export.signing import write_keypair
+    from avatar_meta.report.metrics import best_meta_learner
+    from avatar_meta.training.meta_loop import checkpoint_path
+
+    best = best_meta_learner(records) or config.meta.algorithms[0]
+    keys = run_dir / "keys"
+    if not (keys / "private.pem").exists():
+        write_keypair(keys)
+    result = export_checkpoint(
+        checkpoint_path(run_dir, best), run_dir, sign_key=keys / "private.pem", task_id="meta"
+    )
+    logger.info("exported %s meta-policy: %s, %s", best, result.onnx, result.weights)
 
 
 def baseline_config(config: RunConfig) -> Any:

@@ -1,0 +1,347 @@
+"""The Unity package's C#, compiled and run under mono (no Unity Editor needed; issue 5).
+
+- tools/csharp/build.sh compiles every Runtime/Editor/Tests script of
+  unity_project/Packages/com.avatarmeta.agents against the stub assemblies in tools/csharp/stubs/
+  (declarations of the UnityEngine / ML-Agents / NUnit API the package uses, same signatures as
+  the real ones), so a typo or a wrong signature fails here, and builds ParityRunner.exe from the
+  Unity-free core alone.
+- StreamedPolicy on the shared vectors (tests/vectors/policy_v1.json) equals torch to 1e-5;
+  tampered, unsigned, wrong-key and key-less loads are refused.
+- The C# observation writer and scenario rewards equal the headless world's (plaza._observe,
+  scenarios.SCENARIOS[...].reward) on states taken from a running plaza.
+- TaskChannel / PolicyChannel bytes written by C# are parsed by Python and vice versa.
+
+mono is installed by tools/setup_venv.sh (apt-get, as root). When `mcs` is missing, this module
+installs it itself if it can (root + apt-get), else it skips with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avatar_meta import contract
+from avatar_meta.envs.policy_channel import chunk_records, decode_ack
+from avatar_meta.world import scenarios
+from avatar_meta.world.plaza import Plaza
+from avatar_meta.world.side_channels import decode_task, encode_task
+
+ROOT = Path(__file__).resolve().parents[1]
+VECTORS = ROOT / "tests" / "vectors" / "policy_v1.json"
+PACKAGE = ROOT / "unity_project" / "Packages" / "com.avatarmeta.agents"
+MONO_PACKAGES = ("mono-mcs", "mono-runtime", "libmono-system-core4.0-cil", "libmono-system4.0-cil")
+
+
+def _ensure_mono() -> str | None:
+    """None when mcs and mono are usable, else the reason they are not."""
+    if shutil.which("mcs") and shutil.which("mono"):
+        return None
+    if not (shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0):
+        return "mono (mcs) is not installed and cannot be apt-get installed here; run tools/setup_venv.sh as root"
+    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *MONO_PACKAGES]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+        subprocess.run(cmd, env=env, capture_output=True)
+    if shutil.which("mcs") and shutil.which("mono"):
+        return None
+    return "apt-get could not install mono-mcs / mono-runtime"
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    reason = _ensure_mono()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path_factory.mktemp("csharp")
+    proc = subprocess.run(
+        ["bash", str(ROOT / "tools" / "csharp" / "build.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"C# compilation failed:\n{proc.stdout}\n{proc.stderr}"
+    return out
+
+
+def _run(build: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["mono", str(build / "ParityRunner.exe"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _requests(build: Path, tmp_path: Path, lines: list[str]) -> list[str]:
+    path = tmp_path / "requests.txt"
+    path.write_text("\n".join(lines) + "\n")
+    proc = _run(build, "--lines", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout.strip().splitlines()
+    assert len(out) >= len(lines), proc.stdout
+    return out
+
+
+def test_every_script_compiles_against_the_stubs(build: Path) -> None:
+    for name in (
+        "AvatarMeta.Runtime.dll",
+        "AvatarMeta.Editor.dll",
+        "AvatarMeta.Tests.dll",
+        "ParityRunner.exe",
+    ):
+        assert (build / name).is_file(), name
+    scripts = {p.name for p in (PACKAGE / "Runtime").rglob("*.cs")}
+    for expected in (
+        "StreamedPolicy.cs",
+        "AvatarAgent.cs",
+        "AvatarArea.cs",
+        "TaskChannel.cs",
+        "PolicyChannel.cs",
+        "AvatarEnvironment.cs",
+    ):
+        assert expected in scripts
+
+
+def test_editmode_test_vectors_are_the_shared_ones() -> None:
+    copy = PACKAGE / "Tests" / "Editor" / "policy_v1.json.txt"
+    assert copy.read_bytes() == VECTORS.read_bytes(), "copy tests/vectors/policy_v1.json to " + str(
+        copy.relative_to(ROOT)
+    )
+
+
+def test_streamed_policy_matches_torch_and_refuses_bad_envelopes(build: Path) -> None:
+    vectors = json.loads(VECTORS.read_text())
+    proc = _run(build, str(VECTORS))
+    out = proc.stdout
+    assert proc.returncode == 0 and "RESULT PASS" in out, out + proc.stderr
+    rows = [line.split() for line in out.splitlines() if line.startswith("ROW ")]
+    assert len(rows) == len(vectors["expected_continuous"])
+    for row in rows:
+        index = int(row[1])
+        cont = [float(v) for v in row[3 : row.index("disc")]]
+        disc = [int(v) for v in row[row.index("disc") + 1 :]]
+        np.testing.assert_allclose(cont, vectors["expected_continuous"][index], atol=1e-5, rtol=0)
+        assert disc == vectors["expected_discrete"][index]
+    for label in ("TAMPERED", "WRONGKEY", "UNSIGNED", "NOKEY"):
+        assert f"{label} REFUSED" in out, out
+    assert f"KEYID {vectors['key_id']} expected" in out
+    assert "ACTIVE_VERSION_AFTER_REFUSALS 1" in out  # refusals never replace the running policy
+    assert "ALLOCATED_BYTES_1000 0" in out  # decisions allocate nothing
+
+
+def test_observations_match_the_headless_world(build: Path, tmp_path: Path) -> None:
+    plaza = Plaza(num_areas=4, agents_per_area=2, seed=7)
+    rng = np.random.default_rng(0)
+    requests, expected = [], []
+    for step in range(60):
+        if step % 6 == 0:
+            obs = plaza._observe()
+            v = plaza._visitors
+            for i in range(plaza.n_agents):
+                a = plaza._area_of[i]
+                values = [
+                    plaza._pos[i].real,
+                    plaza._pos[i].imag,
+                    plaza._heading[i],
+                    plaza._vel[i].real,
+                    plaza._vel[i].imag,
+                    plaza._top_speed[i],
+                    v.pos[a].real,
+                    v.pos[a].imag,
+                    v.vel[a].real,
+                    v.vel[a].imag,
+                ]
+                ints = [int(v.cue[a]), int(plaza._last_gesture[i]), int(plaza._steps[a])]
+                requests.append(
+                    "obs "
+                    + " ".join(repr(float(x)) for x in values)
+                    + " "
+                    + " ".join(map(str, ints))
+                )
+                expected.append(obs[i])
+        cont = rng.uniform(-1, 1, size=(plaza.n_agents, 2))
+        plaza.step(cont, rng.integers(0, 4, size=plaza.n_agents))
+    out = _requests(build, tmp_path, requests)
+    got = np.array([[float(x) for x in line.split()[1:]] for line in out], dtype=np.float64)
+    np.testing.assert_allclose(got, np.array(expected, dtype=np.float64), atol=1e-6, rtol=0)
+
+
+def test_body_dynamics_match_the_headless_world(build: Path, tmp_path: Path) -> None:
+    plaza = Plaza(num_areas=1, agents_per_area=1, seed=5)
+    plaza._noise[:] = 0.0  # noise samples are the only thing the C# body takes from outside
+    rng = np.random.default_rng(1)
+    requests, expected = [], []
+    for i in range(200):
+        # Half the starts hug an obstacle or a wall, so the collision pass is exercised.
+        if i % 2:
+            ox, oz, r = contract.OBSTACLES[i % len(contract.OBSTACLES)]
+            angle = rng.uniform(-np.pi, np.pi)
+            x, z = ox + (r + 0.31) * np.cos(angle), oz + (r + 0.31) * np.sin(angle)
+        else:
+            x, z = rng.uniform(-9.69, 9.69, size=2)
+        heading, command = rng.uniform(-np.pi, np.pi), rng.uniform(-1.3, 1.3, size=2)
+        plaza.place_avatar(0, float(x), float(z), float(heading))
+        plaza._steps[:] = 0  # never let the episode clock end the episode here
+        plaza.step(command[None, :], np.zeros(1, dtype=np.int64))
+        top, turn = float(plaza._top_speed[0]), float(plaza._turn_rate[0])
+        values = [x, z, heading, *command, top, turn]
+        requests.append("move " + " ".join(repr(float(v)) for v in values))
+        pos, vel = plaza._pos[0], plaza._vel[0]
+        expected.append(
+            [pos.real, pos.imag, plaza._heading[0], vel.real, vel.imag, plaza._speed[0]]
+            + [float(plaza._slow[0])]
+        )
+    out = _requests(build, tmp_path, requests)
+    got = np.array([[float(v) for v in line.split()[1:]] for line in out])
+    np.testing.assert_allclose(got, np.array(expected), atol=1e-9, rtol=0)
+
+
+def test_rewards_match_the_headless_world(build: Path, tmp_path: Path) -> None:
+    rng = random.Random(3)
+    requests, expected = [], []
+    for _ in range(300):
+        family = contract.FAMILIES[rng.randrange(len(contract.FAMILIES))]
+        params = [0.0, 0.0, 0.0]
+        for i, spec in enumerate(family.params):
+            params[i] = (
+                float(rng.randint(int(spec.low), int(spec.high)))
+                if spec.integer
+                else rng.uniform(spec.low, spec.high)
+            )
+        params = [float(np.float32(p)) for p in params]  # the C# task holds float32 parameters
+        fwd = np.exp(1j * rng.uniform(-np.pi, np.pi))
+        lm = contract.LANDMARKS[rng.randrange(3)]
+        near = rng.random() < 0.5
+        pos = (
+            complex(*lm) + complex(rng.uniform(-1.5, 1.5), rng.uniform(-1.5, 1.5))
+            if near
+            else complex(rng.uniform(-9, 9), rng.uniform(-9, 9))
+        )
+        visitor = pos + complex(rng.uniform(-3, 3), rng.uniform(-3, 3))
+        vel, vvel = (
+            complex(rng.uniform(-2, 2), rng.uniform(-2, 2)),
+            complex(rng.uniform(-1, 1), rng.uniform(-1, 1)),
+        )
+        gesture, prev, slot, greeted = (
+            rng.randrange(4),
+            rng.uniform(0, 10),
+            rng.randrange(5),
+            rng.random() < 0.3,
+        )
+        frame = scenarios.Frame(
+            pos=np.array([pos]),
+            vel=np.array([vel]),
+            gesture=np.array([gesture]),
+            visitor_pos=np.array([visitor]),
+            visitor_vel=np.array([vvel]),
+            visitor_forward=np.array([fwd]),
+            visitor_dist=np.abs(np.array([pos - visitor])),
+        )
+        memory = scenarios.Memory(np.array([prev]), np.array([slot]), np.array([greeted]))
+        outcome = scenarios.SCENARIOS[family.index].reward(frame, np.array(params)[:, None], memory)
+        success = bool(outcome.success[0]) if outcome.success is not None else False
+        expected.append(
+            (
+                float(outcome.reward[0]),
+                bool(outcome.on_target[0]),
+                success,
+                float(outcome.memory.prev_dist[0]),
+                int(outcome.memory.slot[0]),
+                bool(outcome.memory.greeted[0]),
+            )
+        )
+        numbers = [*params, pos.real, pos.imag, vel.real, vel.imag]
+        tail = [visitor.real, visitor.imag, vvel.real, vvel.imag, fwd.real, fwd.imag, prev]
+        requests.append(
+            f"reward {family.index} "
+            + " ".join(repr(float(x)) for x in numbers)
+            + f" {gesture} "
+            + " ".join(repr(float(x)) for x in tail)
+            + f" {slot} {int(greeted)}"
+        )
+    out = _requests(build, tmp_path, requests)
+    for line, want in zip(out, expected, strict=True):
+        f = line.split()
+        assert f[0] == "REWARD", line
+        assert float(f[1]) == pytest.approx(want[0], abs=1e-9), (line, want)
+        assert (f[2] == "1", f[3] == "1") == (want[1], want[2]), (line, want)
+        assert float(f[4]) == pytest.approx(want[3], abs=1e-9)
+        assert (int(f[5]), f[6] == "1") == (want[4], want[5])
+
+
+def test_task_channel_bytes_round_trip(build: Path, tmp_path: Path) -> None:
+    python_written = [
+        encode_task(0, "greet_visitor", [1.0, 1.5], []),
+        encode_task(-1, "patrol", [3.0], [2.5, 3.0, 0.1]),
+        encode_task(7, "", [], []),
+        encode_task(2, "pace_match", [1.0, 1.25, 0.75], [1.5, 2.0, 0.0])[:-2],  # truncated
+    ]
+    csharp_cases = [
+        (3, "follow_visitor", [2.5], [1.0, 2.0, 0.05]),
+        (-1, "reach_landmark", [2.0], []),
+    ]
+    lines = ["taskdecode " + p.hex() for p in python_written]
+    lines += [
+        f"taskencode {a} {f} {','.join(map(repr, p)) or '-'} {','.join(map(repr, b)) or '-'}"
+        for a, f, p, b in csharp_cases
+    ]
+    out = _requests(build, tmp_path, lines)
+    assert out[0] == "TASK 0 greet_visitor 1,1.5 -"
+    assert out[1] == "TASK -1 patrol 3 2.5,3,0.1"
+    assert out[2] == "TASK 7 - - -"
+    assert out[3].startswith("ERR body:") and "past the end" in out[3], out[3]
+    for line, (area, family, params, body) in zip(out[4:], csharp_cases, strict=True):
+        payload = bytes.fromhex(line.split()[1])
+        assert payload == encode_task(area, family, params, body)
+        message = decode_task(payload)
+        assert (message.area, message.family) == (area, family)
+        np.testing.assert_allclose(message.params, params, rtol=1e-7)
+
+
+def test_policy_channel_bytes_round_trip(build: Path, tmp_path: Path) -> None:
+    out = _requests(
+        build,
+        tmp_path,
+        ["ackencode 2 41 1 9 -", "ackencode -1 42 0 0 " + b"signature does not verify".hex()],
+    )
+    ack = decode_ack(bytes.fromhex(out[0].split()[1]))
+    assert (ack.area, ack.transfer_id, ack.accepted, ack.policy_version, ack.reason) == (
+        2,
+        41,
+        True,
+        9,
+        "",
+    )
+    ack = decode_ack(bytes.fromhex(out[1].split()[1]))
+    assert (ack.area, ack.transfer_id, ack.accepted, ack.reason) == (
+        -1,
+        42,
+        False,
+        "signature does not verify",
+    )
+
+    envelope = bytes(range(256)) * 40 + b"tail"
+    chunks = chunk_records(1, 5, envelope, flags=1, chunk_size=3000)
+    order = [2, 0, 3, 1]
+    assert len(chunks) == 4
+    bad_area = chunk_records(9, 6, b"x")[0]
+    out = _requests(
+        build,
+        tmp_path,
+        ["chunks 4 " + ",".join(chunks[i].hex() for i in order) + "," + bad_area.hex()],
+    )
+    assert [line.split()[0] for line in out] == ["Incomplete"] * 3 + ["Completed", "Refused"]
+    _, area, tid, flags, data = out[3].split()
+    assert (int(area), int(tid), int(flags)) == (1, 5, 1)
+    assert bytes.fromhex(data) == envelope
+    assert "does not exist" in bytes.fromhex(out[4].split()[4]).decode()
+    assert struct.unpack_from("<i", chunks[0])[0] == 1  # CHUNK kind, as the C# assembler expects
