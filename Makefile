@@ -6,13 +6,14 @@ STAMP  := $(VENV)/.avatar-meta-setup
 # Everything that changes what `setup` installs; touching one of them re-runs it.
 SETUP_INPUTS := pyproject.toml requirements/constraints.txt requirements/runtime.txt requirements/dev.txt tools/setup_venv.sh
 
-.PHONY: setup demo test test-fast lint typecheck bench bench-protocol codegen clean help
+.PHONY: setup demo test test-fast unity-check lint bench codegen clean help
 
 help:
 	@echo "make demo   - set up .venv if needed, then run the main job on the built-in headless world"
 	@echo "make test   - set up .venv if needed, then run the whole test suite"
 	@echo "make setup  - create/refresh .venv (idempotent: a second run does nothing slow)"
 	@echo "make lint   - ruff + mypy"
+	@echo "make unity-check - compile the Unity C# under mono and check parity with Python"
 	@echo "make bench  - run the benchmark suites into bench/results/"
 	@echo "make codegen- regenerate the C# contract file"
 
@@ -28,6 +29,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash tools/run_tests.sh
+
+# The Unity checks (mono compile against stub assemblies, StreamedPolicy parity on the shared
+# vectors, side-channel byte round trips). `make test` runs them too: they are part of the suite.
+unity-check: $(STAMP)
+	bash tools/csharp/build.sh
+	$(BIN)/python -m pytest -q tests/test_unity_csharp.py tests/test_contract.py
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q

@@ -40,14 +40,18 @@ def random_tasks(policy: Policy, tasks: int, n: int, seed: int = 0) -> TaskBatch
         mask[:, 0] = False
         res = policy.act(params, buffers, obs, mask, generator=gen)
         adv, ret = torch.randn(n, generator=gen), torch.randn(n, generator=gen)
-        return make_batch(obs, mask, res.cont_action, res.gesture, adv, ret, res.log_prob, res.value)
+        return make_batch(
+            obs, mask, res.cont_action, res.gesture, adv, ret, res.log_prob, res.value
+        )
 
-    return TaskBatch(stack_batches([one() for _ in range(tasks)]),
-                     stack_batches([one() for _ in range(tasks)]))
+    return TaskBatch(
+        stack_batches([one() for _ in range(tasks)]), stack_batches([one() for _ in range(tasks)])
+    )
 
 
-def time_meta_iteration(maml: MAML, params: dict[str, torch.Tensor], tasks: TaskBatch,
-                        repeats: int) -> dict[str, float]:
+def time_meta_iteration(
+    maml: MAML, params: dict[str, torch.Tensor], tasks: TaskBatch, repeats: int
+) -> dict[str, float]:
     """Median and min seconds of `maml.meta_grad` over `repeats` runs after 2 warm-ups."""
     for _ in range(2):
         maml.meta_grad(params, tasks)
@@ -59,8 +63,9 @@ def time_meta_iteration(maml: MAML, params: dict[str, torch.Tensor], tasks: Task
     return {"median_s": round(statistics.median(times), 5), "min_s": round(min(times), 5)}
 
 
-def time_autograd_loop(maml: MAML, params: dict[str, torch.Tensor], tasks: TaskBatch,
-                       repeats: int) -> dict[str, float]:
+def time_autograd_loop(
+    maml: MAML, params: dict[str, torch.Tensor], tasks: TaskBatch, repeats: int
+) -> dict[str, float]:
     """The learn2learn-style baseline: per task, `clone -> adapt (autograd, create_graph)
     -> query loss`, then one `.backward()` on the mean (the object API)."""
     theta = leaf_params(params)
@@ -97,18 +102,24 @@ def run(quick: bool = False, threads: int = 1) -> dict[str, Any]:
             tasks = random_tasks(policy, tasks_n, n)
             cfg = MAMLConfig(inner_steps=1, adapt_prefix=adapt_prefix)
             vm = time_meta_iteration(MAML(inner, outer, cfg), params, tasks, repeats)
-            lp = time_meta_iteration(MAML(inner, outer, replace(cfg, use_vmap=False)), params,
-                                     tasks, repeats)
+            lp = time_meta_iteration(
+                MAML(inner, outer, replace(cfg, use_vmap=False)), params, tasks, repeats
+            )
             ag = time_autograd_loop(MAML(inner, outer, cfg), params, tasks, repeats)
-            rows.append({
-                "tasks": tasks_n, "transitions_per_task": n,
-                "adapted": "all" if adapt_prefix is None else "actor",
-                "vmap": vm, "loop_baseline": lp, "autograd_loop_baseline": ag,
-                "speedup_vs_loop_median": round(lp["median_s"] / vm["median_s"], 2),
-                "speedup_vs_loop_min": round(lp["min_s"] / vm["min_s"], 2),
-                "speedup_vs_autograd_loop_median": round(ag["median_s"] / vm["median_s"], 2),
-                "speedup_vs_autograd_loop_min": round(ag["min_s"] / vm["min_s"], 2),
-            })
+            rows.append(
+                {
+                    "tasks": tasks_n,
+                    "transitions_per_task": n,
+                    "adapted": "all" if adapt_prefix is None else "actor",
+                    "vmap": vm,
+                    "loop_baseline": lp,
+                    "autograd_loop_baseline": ag,
+                    "speedup_vs_loop_median": round(lp["median_s"] / vm["median_s"], 2),
+                    "speedup_vs_loop_min": round(lp["min_s"] / vm["min_s"], 2),
+                    "speedup_vs_autograd_loop_median": round(ag["median_s"] / vm["median_s"], 2),
+                    "speedup_vs_autograd_loop_min": round(ag["min_s"] / vm["min_s"], 2),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return {
         "what": "seconds per MAML meta-gradient (second order, 1 inner PG step, PPO-clip outer)",

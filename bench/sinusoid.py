@@ -31,7 +31,9 @@ def main() -> None:
     results = run(quick=args.quick, cfg=cfg)
     results["torch_threads"] = args.threads
     write_result(args.out, "sinusoid", results)
-    print(json.dumps({k: results[k] for k in ("iterations", "maml", "pretrained_baseline")}, indent=1))
+    print(
+        json.dumps({k: results[k] for k in ("iterations", "maml", "pretrained_baseline")}, indent=1)
+    )
 
 
 if __name__ == "__main__":

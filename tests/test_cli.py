@@ -76,8 +76,14 @@ def test_demo_tour_runs_every_family_through_the_protocol(free_port: int) -> Non
     out = run_cli("demo", "--episodes", "1", "--base-port", str(free_port), timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     table = [line for line in out.stdout.splitlines() if line.split()[:1]]
-    for family in ("reach_landmark", "follow_visitor", "greet_visitor", "keep_distance",
-                   "pace_match", "patrol"):
+    for family in (
+        "reach_landmark",
+        "follow_visitor",
+        "greet_visitor",
+        "keep_distance",
+        "pace_match",
+        "patrol",
+    ):
         rows = [line for line in table if line.startswith(family)]
         assert len(rows) == 2, out.stdout
         random_ret, scripted_ret = (float(x) for x in rows[0].split()[-2:])

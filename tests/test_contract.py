@@ -33,8 +33,12 @@ def test_action_spec_and_mask_rule() -> None:
 def test_families_are_indexed_and_params_unique() -> None:
     assert [f.index for f in contract.FAMILIES] == list(range(len(contract.FAMILIES)))
     assert {f.name for f in contract.FAMILIES} == {
-        "reach_landmark", "follow_visitor", "greet_visitor",
-        "keep_distance", "pace_match", "patrol",
+        "reach_landmark",
+        "follow_visitor",
+        "greet_visitor",
+        "keep_distance",
+        "pace_match",
+        "patrol",
     }
     names = [p.name for f in contract.FAMILIES for p in f.params]
     names += [p.name for p in contract.BODY_PARAMS]

@@ -42,10 +42,14 @@ def _task_batch(params: Params, buffers: Params, seed: int, n: int = N) -> RLBat
     res = POLICY.act(params, buffers, obs, mask, generator=gen)
     noise = 0.1 * torch.randn(n, generator=gen, dtype=torch.float64)  # ratios != 1 exactly
     return make_batch(
-        obs, mask, res.cont_action, res.gesture,
+        obs,
+        mask,
+        res.cont_action,
+        res.gesture,
         advantages=torch.randn(n, generator=gen, dtype=torch.float64),
         returns=torch.randn(n, generator=gen, dtype=torch.float64),
-        old_log_prob=res.log_prob + noise, values=res.value,
+        old_log_prob=res.log_prob + noise,
+        values=res.value,
     )
 
 
@@ -65,8 +69,9 @@ def _losses(buffers: Params):  # type: ignore[no-untyped-def]
     return policy_losses(POLICY, buffers, PPOConfig(ent_coef=0.01, clip_value_loss=False))
 
 
-def _explicit_maml_grad(params: Params, buffers: Params, tasks: TaskBatch, lrs: list[float],
-                        first_order: bool) -> Params:
+def _explicit_maml_grad(
+    params: Params, buffers: Params, tasks: TaskBatch, lrs: list[float], first_order: bool
+) -> Params:
     """Reference: per-task unroll with torch.autograd.grad(create_graph=True)."""
     inner, outer = _losses(buffers)
     theta = leaf_params(params)
@@ -74,10 +79,16 @@ def _explicit_maml_grad(params: Params, buffers: Params, tasks: TaskBatch, lrs: 
     for i in range(K):
         p = dict(theta)
         for lr in lrs:
-            g = torch.autograd.grad(inner(p, task_slice(tasks.support, i)), list(p.values()),
-                                    create_graph=not first_order, allow_unused=True)
-            p = {k: v - lr * (torch.zeros_like(v) if gi is None else gi)
-                 for (k, v), gi in zip(p.items(), g, strict=True)}
+            g = torch.autograd.grad(
+                inner(p, task_slice(tasks.support, i)),
+                list(p.values()),
+                create_graph=not first_order,
+                allow_unused=True,
+            )
+            p = {
+                k: v - lr * (torch.zeros_like(v) if gi is None else gi)
+                for (k, v), gi in zip(p.items(), g, strict=True)
+            }
         total = total + outer(p, task_slice(tasks.query, i)) / K
     grads = torch.autograd.grad(total, list(theta.values()))
     return dict(zip(theta, grads, strict=True))
@@ -116,8 +127,10 @@ def test_maml_meta_gradient_equals_finite_differences(setup) -> None:  # type: i
         e = torch.zeros(params[k].numel(), dtype=torch.float64)
         e[idx] = eps
         e = e.reshape(params[k].shape)
-        fd = float(maml.meta_loss({**params, k: params[k] + e}, tasks)
-                   - maml.meta_loss({**params, k: params[k] - e}, tasks)) / (2 * eps)
+        fd = float(
+            maml.meta_loss({**params, k: params[k] + e}, tasks)
+            - maml.meta_loss({**params, k: params[k] - e}, tasks)
+        ) / (2 * eps)
         assert abs(fd - float(grads[k].reshape(-1)[idx])) < 1e-5, (k, idx)
 
 
@@ -161,11 +174,22 @@ def test_vmap_and_task_loop_give_the_same_numbers(setup, algo: str) -> None:  # 
 
 def test_vmap_matches_loop_in_float32() -> None:
     params, buffers = POLICY.init(seed=0)
-    batches = [_task_batch({k: v.double() for k, v in params.items()},
-                           {k: v.double() for k, v in buffers.items()}, s) for s in range(2 * K)]
-    tasks32 = TaskBatch(*(stack_batches([RLBatch(*(x.float() if x.is_floating_point() else x
-                                                    for x in b)) for b in part])
-                          for part in (batches[:K], batches[K:])))
+    batches = [
+        _task_batch(
+            {k: v.double() for k, v in params.items()},
+            {k: v.double() for k, v in buffers.items()},
+            s,
+        )
+        for s in range(2 * K)
+    ]
+    tasks32 = TaskBatch(
+        *(
+            stack_batches(
+                [RLBatch(*(x.float() if x.is_floating_point() else x for x in b)) for b in part]
+            )
+            for part in (batches[:K], batches[K:])
+        )
+    )
     out = []
     for use_vmap in (True, False):
         m = MAML(*_losses(buffers), MAMLConfig(inner_steps=2, use_vmap=use_vmap))
@@ -179,8 +203,9 @@ def test_metasgd_with_maml_step_sizes_reproduces_maml(setup) -> None:  # type: i
     params, buffers, tasks = setup
     inner, outer = _losses(buffers)
     maml = MAML(inner, outer, MAMLConfig(inner_lr=0.5, inner_lr_decay=0.5, inner_steps=2))
-    msgd = MetaSGD(inner, outer, MetaSGDConfig(init_lr=0.5, init_lr_decay=0.5, inner_steps=2,
-                                               per_step=True))
+    msgd = MetaSGD(
+        inner, outer, MetaSGDConfig(init_lr=0.5, init_lr_decay=0.5, inner_steps=2, per_step=True)
+    )
     g_maml, l_maml = maml.meta_grad(params, tasks)
     meta = msgd.init(params)
     g_msgd, l_msgd = msgd.meta_grad(meta, tasks)
@@ -213,7 +238,7 @@ def test_reptile_moves_parameters_towards_the_adapted_ones(setup) -> None:  # ty
         sup = task_slice(tasks.support, i)
         for step in range(4):
             h = N // 2 * (step % 2)
-            mb = RLBatch(*(x[h:h + N // 2] for x in sup))
+            mb = RLBatch(*(x[h : h + N // 2] for x in sup))
             g = torch.autograd.grad(outer(phi, mb), list(phi.values()))
             phi = leaf_params({k: v - 0.05 * gi for (k, v), gi in zip(phi.items(), g, strict=True)})
         phis.append({k: v.detach() for k, v in phi.items()})
@@ -237,7 +262,7 @@ def test_object_api_matches_the_functional_meta_gradient(setup) -> None:  # type
     total = torch.zeros((), dtype=torch.float64)
     for i in range(K):
         learner = maml.clone(theta)
-        learner.adapt(task_slice(tasks.support, i))            # a batch
+        learner.adapt(task_slice(tasks.support, i))  # a batch
         learner.adapt(lambda p, i=i: inner(p, task_slice(tasks.support, i)))  # a callable
         total = total + outer(learner.params, task_slice(tasks.query, i)) / K
     total.backward()
@@ -264,8 +289,9 @@ def test_meta_rl_loop_improves_the_adapted_return() -> None:
     from avatar_meta.meta import assign_grads
     from avatar_meta.rl import gae
 
-    spec = PolicySpec(obs_size=4, hidden=(32, 32), num_continuous=2, discrete_branches=(3,),
-                      normalize_obs=False)
+    spec = PolicySpec(
+        obs_size=4, hidden=(32, 32), num_continuous=2, discrete_branches=(3,), normalize_obs=False
+    )
     pol = Policy(spec)
     params, buffers = pol.init(0)
     gen = torch.Generator().manual_seed(0)
@@ -278,8 +304,9 @@ def test_meta_rl_loop_improves_the_adapted_return() -> None:
         r = -(a.cont_action - goal).square().sum(-1) + (a.gesture[:, 0] == gesture).float()
         done = torch.ones(n, 1, dtype=torch.bool)  # one-step episodes
         adv, ret = gae(r[:, None], a.value[:, None], done, torch.zeros(n))
-        batch = make_batch(obs, mask, a.cont_action, a.gesture, adv[:, 0], ret[:, 0],
-                           a.log_prob, a.value)
+        batch = make_batch(
+            obs, mask, a.cont_action, a.gesture, adv[:, 0], ret[:, 0], a.log_prob, a.value
+        )
         return batch, float(r.mean())
 
     maml = MAML(*policy_losses(pol, buffers), MAMLConfig(inner_lr=0.5, adapt_prefix="actor."))

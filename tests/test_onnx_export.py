@@ -32,7 +32,9 @@ def _io(model: onnx.ModelProto) -> tuple[list[Any], list[Any]]:
     """(name, elem type, dims with symbolic batch as 'B') of inputs and outputs."""
 
     def describe(vi: onnx.ValueInfoProto) -> tuple[str, int, list[Any]]:
-        dims = [d.dim_value if d.HasField("dim_value") else "B" for d in vi.type.tensor_type.shape.dim]
+        dims = [
+            d.dim_value if d.HasField("dim_value") else "B" for d in vi.type.tensor_type.shape.dim
+        ]
         return vi.name, vi.type.tensor_type.elem_type, dims
 
     inits = {t.name for t in model.graph.initializer}
@@ -158,8 +160,10 @@ def test_swapped_initializers_equal_fresh_export(weights: tuple[Params, Buffers]
         for name in ("deterministic_continuous_actions", "deterministic_discrete_actions"):
             np.testing.assert_array_equal(a[name], b[name])
         assert swapped.graph.node == fresh.graph.node
-    print(f"swap-initializers {timings['swap'] / 2 * 1e3:.1f} ms, re-export "
-          f"{timings['export'] / 2 * 1e3:.1f} ms")
+    print(
+        f"swap-initializers {timings['swap'] / 2 * 1e3:.1f} ms, re-export "
+        f"{timings['export'] / 2 * 1e3:.1f} ms"
+    )
 
 
 def test_swap_rejects_wrong_shapes(weights: tuple[Params, Buffers]) -> None:

@@ -21,7 +21,9 @@ def still(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((n, 2)), np.zeros(n, dtype=np.int64)
 
 
-def plaza_with(task: TaskSpec, num_areas: int = 1, agents_per_area: int = 1, seed: int = 0) -> Plaza:
+def plaza_with(
+    task: TaskSpec, num_areas: int = 1, agents_per_area: int = 1, seed: int = 0
+) -> Plaza:
     plaza = Plaza(num_areas=num_areas, agents_per_area=agents_per_area, seed=seed)
     for area in range(num_areas):
         plaza.assign_task(area, task)
@@ -64,8 +66,9 @@ def test_landmarks_are_in_the_local_frame() -> None:
     for i, (lx, lz) in enumerate(contract.LANDMARKS):
         dx, dz = lx - x, lz - z
         expected = [dx * math.cos(h) - dz * math.sin(h), dx * math.sin(h) + dz * math.cos(h)]
-        np.testing.assert_allclose(obs[OBS["landmarks"]][2 * i:2 * i + 2], np.array(expected) / 10,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            obs[OBS["landmarks"]][2 * i : 2 * i + 2], np.array(expected) / 10, atol=1e-6
+        )
     np.testing.assert_allclose(obs[OBS["own_position"]], [-0.1, -0.5], atol=1e-6)
 
 
@@ -115,7 +118,9 @@ def test_time_left_runs_from_one_to_zero_and_the_episode_ends_at_200() -> None:
     assert (result.terminal_obs[:, OBS["time_left"]] == 0.0).all()
     assert (result.obs[:, OBS["time_left"]] == 1.0).all()  # already the next episode
     assert [(s.area, s.length, s.family) for s in result.finished] == [
-        (0, 200, "follow_visitor"), (1, 200, "follow_visitor")]
+        (0, 200, "follow_visitor"),
+        (1, 200, "follow_visitor"),
+    ]
 
 
 # ============================================================================ actions
@@ -161,7 +166,9 @@ def test_bodies_cannot_leave_the_plaza_or_enter_obstacles() -> None:
         pos = plaza.state()["pos"]
         assert (np.abs(pos) <= 10.0 - contract.AVATAR_RADIUS + 1e-9).all()
         for x, z, r in contract.OBSTACLES:
-            assert (np.hypot(pos[:, 0] - x, pos[:, 1] - z) >= r + contract.AVATAR_RADIUS - 1e-9).all()
+            assert (
+                np.hypot(pos[:, 0] - x, pos[:, 1] - z) >= r + contract.AVATAR_RADIUS - 1e-9
+            ).all()
 
 
 # ============================================================================ determinism
@@ -186,7 +193,9 @@ def test_same_seed_same_actions_is_bit_identical_and_seeds_differ() -> None:
 
 # ============================================================================ episodes and tasks
 def test_greet_success_ends_the_episode_early() -> None:
-    greet = TaskSpec.make("greet_visitor", {"greet_gesture": 2, "comfort_distance": 1.5}, STILL_BODY)
+    greet = TaskSpec.make(
+        "greet_visitor", {"greet_gesture": 2, "comfort_distance": 1.5}, STILL_BODY
+    )
     plaza = Plaza(num_areas=2, agents_per_area=2, seed=0)
     plaza.assign_task(0, greet)
     plaza.assign_task(1, TaskSpec.make("follow_visitor"))
@@ -243,8 +252,15 @@ def test_assign_task_applies_at_the_next_episode_start_and_sticks() -> None:
 
 def test_set_defaults() -> None:
     plaza = Plaza(num_areas=12, seed=6)
-    ignored = plaza.set_defaults({"family": 1, "follow_distance": 10.0, "top_speed": 2.5,
-                                  "colour": 3.0, "turn_rate": float("nan")})
+    ignored = plaza.set_defaults(
+        {
+            "family": 1,
+            "follow_distance": 10.0,
+            "top_speed": 2.5,
+            "colour": 3.0,
+            "turn_rate": float("nan"),
+        }
+    )
     assert sorted(ignored) == ["colour", "turn_rate"]
     plaza.reset()
     tasks = plaza.current_tasks()
@@ -281,7 +297,9 @@ def test_avatars_of_an_area_share_visitor_and_clock() -> None:
     assert state["step"].tolist() == [5] * 6
     for agent in range(6):
         rel = state["visitor_pos"][agent // 3] - state["pos"][agent]
-        assert result.obs[agent, OBS["visitor_distance"]][0] == pytest.approx(np.hypot(*rel) / 10, abs=1e-6)
+        assert result.obs[agent, OBS["visitor_distance"]][0] == pytest.approx(
+            np.hypot(*rel) / 10, abs=1e-6
+        )
 
 
 def test_reach_landmark_reward_formula() -> None:
@@ -307,8 +325,9 @@ def test_the_visitor_cue_does_not_give_the_preferred_gesture_away() -> None:
     def cues(preferred: int) -> np.ndarray:
         task = TaskSpec.make("greet_visitor", {"greet_gesture": preferred, "comfort_distance": 2.0})
         plaza = plaza_with(task, num_areas=8, seed=9)
-        shown = [plaza.step(*still(8)).obs[:, OBS["visitor_gesture"]].argmax(axis=1)
-                 for _ in range(150)]
+        shown = [
+            plaza.step(*still(8)).obs[:, OBS["visitor_gesture"]].argmax(axis=1) for _ in range(150)
+        ]
         return np.array(shown)
 
     wave, dance = cues(1), cues(3)

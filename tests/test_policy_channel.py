@@ -61,7 +61,9 @@ def test_chunking_stays_far_below_the_grpc_limit() -> None:
 def test_receiver_refuses_bad_transfers_in_process(tmp_path: Path) -> None:
     key = signing.generate_private_key()
     receiver = PolicyReceiver(AREAS, key.public_key(), {0})
-    weights = policy_weights.pack(PolicySpec(hidden=(8,)), *Policy(PolicySpec(hidden=(8,))).init(), version=1)
+    weights = policy_weights.pack(
+        PolicySpec(hidden=(8,)), *Policy(PolicySpec(hidden=(8,))).init(), version=1
+    )
     good = signing.sign(weights, key).SerializeToString()
     for record in chunk_records(5, 1, good):  # area 5 does not exist
         receiver.receive(record)
@@ -127,7 +129,11 @@ def test_streamed_policy_acts_like_the_trainer(open_world: Any, tmp_path: Path) 
     local_obs = [obs]
     for _ in range(STEPS):
         act = policy.act(
-            params, buffers, torch.from_numpy(obs[:1]), torch.from_numpy(mask[:1]), deterministic=True
+            params,
+            buffers,
+            torch.from_numpy(obs[:1]),
+            torch.from_numpy(mask[:1]),
+            deterministic=True,
         )
         cont = np.zeros((AREAS, 2), np.float32)
         gesture = np.zeros(AREAS, np.int64)

@@ -92,8 +92,14 @@ def test_gae_matches_loop_reference_batched() -> None:
     adv, _ = gae(r, v, done, last_v, intr, term_v, gamma=g, lam=lam)
     for b in range(B):
         ref = _gae_reference(
-            r[b].tolist(), v[b].tolist(), done[b].tolist(), intr[b].tolist(),
-            float(last_v[b]), term_v[b].tolist(), g, lam,
+            r[b].tolist(),
+            v[b].tolist(),
+            done[b].tolist(),
+            intr[b].tolist(),
+            float(last_v[b]),
+            term_v[b].tolist(),
+            g,
+            lam,
         )
         np.testing.assert_allclose(adv[b].numpy(), ref, atol=1e-12)
 
@@ -112,8 +118,13 @@ def test_lambda_one_returns_equal_discounted_returns() -> None:
 
 def test_interruption_without_terminal_values_is_an_error() -> None:
     with pytest.raises(ValueError, match="terminal_values"):
-        gae(torch.ones(3), torch.ones(3), torch.tensor([0, 0, 1]), torch.tensor(0.0),
-            interrupted=torch.tensor([0, 0, 1]))
+        gae(
+            torch.ones(3),
+            torch.ones(3),
+            torch.tensor([0, 0, 1]),
+            torch.tensor(0.0),
+            interrupted=torch.tensor([0, 0, 1]),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,8 +160,10 @@ def test_masked_gestures_are_never_sampled_and_have_minus_inf_ish_log_prob() -> 
     assert torch.isfinite(ent).all()
 
     def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
-        return policy.entropy(p, buffers, obs, mask).mean() + policy.log_prob(
-            p, buffers, obs, mask, res.cont_action, res.gesture).mean()
+        return (
+            policy.entropy(p, buffers, obs, mask).mean()
+            + policy.log_prob(p, buffers, obs, mask, res.cont_action, res.gesture).mean()
+        )
 
     grads = torch.func.grad(loss)(params)
     assert all(torch.isfinite(g).all() for g in grads.values())
@@ -219,16 +232,26 @@ def _toy_batch(policy: Policy, params, buffers, n: int = 64, seed: int = 0) -> R
     mask = _mask(n, gen)
     res = policy.act(params, buffers, obs, mask, generator=gen)
     adv = torch.randn(n, generator=gen)
-    return make_batch(obs, mask, res.cont_action, res.gesture, adv, torch.randn(n, generator=gen),
-                      res.log_prob, res.value)
+    return make_batch(
+        obs,
+        mask,
+        res.cont_action,
+        res.gesture,
+        adv,
+        torch.randn(n, generator=gen),
+        res.log_prob,
+        res.value,
+    )
 
 
 def test_pg_step_raises_log_prob_of_positive_advantage_actions() -> None:
     policy = Policy(SMALL)
     params, buffers = policy.init(seed=0)
     batch = _toy_batch(policy, params, buffers)
-    loss, grads = pg_loss(params, batch, policy=policy, buffers=buffers), torch.func.grad(
-        pg_loss)(params, batch, policy=policy, buffers=buffers)
+    loss, grads = (
+        pg_loss(params, batch, policy=policy, buffers=buffers),
+        torch.func.grad(pg_loss)(params, batch, policy=policy, buffers=buffers),
+    )
     assert torch.isfinite(loss)
     new = {k: p - 1e-2 * grads[k] for k, p in params.items()}
     args = (batch.obs, batch.mask, batch.cont_action, batch.gesture)
@@ -258,8 +281,9 @@ def test_ppo_clip_stops_the_gradient_and_value_loss_pulls_towards_returns() -> N
     params, buffers = policy.init(seed=0)
     batch = _toy_batch(policy, params, buffers, n=8)
     # All ratios 1.5 with positive advantages: clipped, no policy gradient.
-    clipped = batch._replace(old_log_prob=batch.old_log_prob - math.log(1.5),
-                             advantages=torch.linspace(1, 2, 8))
+    clipped = batch._replace(
+        old_log_prob=batch.old_log_prob - math.log(1.5), advantages=torch.linspace(1, 2, 8)
+    )
     cfg = PPOConfig(ent_coef=0.0, vf_coef=1.0, normalize_advantages=False)
     g = torch.func.grad(ppo_loss)(params, clipped, policy=policy, buffers=buffers, cfg=cfg)
     assert all(float(g[k].abs().max()) == 0 for k in g if k.startswith("actor."))
@@ -272,7 +296,10 @@ def test_ppo_clip_stops_the_gradient_and_value_loss_pulls_towards_returns() -> N
 def test_padding_does_not_change_losses() -> None:
     policy = Policy(SMALL)
     params, buffers = policy.init(seed=0)
-    a, b = _toy_batch(policy, params, buffers, n=10), _toy_batch(policy, params, buffers, n=16, seed=1)
+    a, b = (
+        _toy_batch(policy, params, buffers, n=10),
+        _toy_batch(policy, params, buffers, n=16, seed=1),
+    )
     stacked = stack_batches([a, b])
     assert stacked.obs.shape[:2] == (2, 16) and float(stacked.weight[0].sum()) == 10
     for fn, kw in ((pg_loss, {}), (ppo_loss, {"cfg": PPOConfig(clip_value_loss=True)})):

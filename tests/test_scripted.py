@@ -35,7 +35,9 @@ def family_tasks() -> list[TaskSpec]:
     for family in contract.FAMILIES:
         for body in BODIES:
             params = tuple(
-                float(rng.integers(p.low, p.high + 1)) if p.integer else float(rng.uniform(p.low, p.high))
+                float(rng.integers(p.low, p.high + 1))
+                if p.integer
+                else float(rng.uniform(p.low, p.high))
                 for p in family.params
             )
             tasks.append(TaskSpec.make(family.name, params, body))
@@ -74,10 +76,15 @@ def test_scripted_succeeds_where_success_is_reachable(results: dict) -> None:
 
 def enumerated_tasks() -> list[TaskSpec]:
     """Every value of each discrete hidden parameter, so a lucky guess cannot dominate."""
-    tasks = [TaskSpec.make("reach_landmark", {"landmark": i}, body)
-             for i in range(3) for body in BODIES]
-    tasks += [TaskSpec.make("greet_visitor", {"greet_gesture": g, "comfort_distance": c}, body)
-              for g in (1, 2, 3) for c in (0.9, 1.7, 2.4) for body in BODIES[1:3]]
+    tasks = [
+        TaskSpec.make("reach_landmark", {"landmark": i}, body) for i in range(3) for body in BODIES
+    ]
+    tasks += [
+        TaskSpec.make("greet_visitor", {"greet_gesture": g, "comfort_distance": c}, body)
+        for g in (1, 2, 3)
+        for c in (0.9, 1.7, 2.4)
+        for body in BODIES[1:3]
+    ]
     tasks += [TaskSpec.make("patrol", {"route": r}, body) for r in range(6) for body in BODIES[1:3]]
     return tasks
 
@@ -88,7 +95,10 @@ def enumerated() -> dict[str, tuple[list[str], scripted.Evaluation]]:
     families = [t.family for t in tasks]
     return {
         "scripted": (families, scripted.evaluate(scripted.scripted_actions, tasks, 2, seed=3)),
-        "agnostic": (families, scripted.evaluate(scripted.TaskAgnosticController(), tasks, 2, seed=3)),
+        "agnostic": (
+            families,
+            scripted.evaluate(scripted.TaskAgnosticController(), tasks, 2, seed=3),
+        ),
         "random": (families, scripted.evaluate(scripted.random_controller(3), tasks, 2, seed=3)),
     }
 
@@ -98,6 +108,7 @@ def test_knowing_the_hidden_parameters_matters(enumerated: dict, family: str) ->
     """A controller that knows only the family scores well below one that knows the task.
     The design aim is < 0.5 normalised (docs/scenarios.md measures 0.3-0.4 on 24 random
     tasks); the bound here leaves room for the small sample."""
+
     def mean(name: str) -> float:
         families, evaluation = enumerated[name]
         return float(evaluation.returns[np.array(families) == family].mean())

@@ -41,8 +41,16 @@ def episodes(n: int = 4, steps: int = 50, seed: int = 0) -> list[svc.Episode]:
         masks[::3, 1] = 1
         gestures = rng.integers(0, 4, size=(steps, 1))
         gestures[::3] = 0
-        out.append(make_episode(rng.normal(size=(steps, 32)), rng.normal(size=(steps, 2)),
-                                gestures, rng.normal(size=steps), masks, interrupted=bool(_ % 2)))
+        out.append(
+            make_episode(
+                rng.normal(size=(steps, 32)),
+                rng.normal(size=(steps, 2)),
+                gestures,
+                rng.normal(size=steps),
+                masks,
+                interrupted=bool(_ % 2),
+            )
+        )
     return out
 
 
@@ -59,10 +67,24 @@ class Server:
 def start_server(folder: Path, *extra: str) -> Server:
     log = open(folder / "server.log", "a")  # noqa: SIM115 - the server process owns it
     proc = subprocess.Popen(
-        [*CLI, "serve", "--run-id", "t", "--results-dir", str(folder / "results"), "--port", "0",
-         "--token-file", str(folder / "token"), "--sign-key", str(folder / "keys" / "private.pem"),
-         *extra],
-        stdout=subprocess.PIPE, stderr=log, text=True,
+        [
+            *CLI,
+            "serve",
+            "--run-id",
+            "t",
+            "--results-dir",
+            str(folder / "results"),
+            "--port",
+            "0",
+            "--token-file",
+            str(folder / "token"),
+            "--sign-key",
+            str(folder / "keys" / "private.pem"),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.stdout is not None
@@ -79,9 +101,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     make_checkpoint(folder / "results" / "t" / "checkpoints" / "maml.pt", seed=3)
     signing.write_keypair(folder / "keys")
     (folder / "token").write_text(TOKEN + "\n")
-    srv = start_server(folder, "--max-episodes", str(MAX_EPISODES), "--max-steps", str(MAX_STEPS),
-                       "--max-message-bytes", str(MAX_BYTES), "--max-workers", "1",
-                       "--max-queue", "1", "--grace-s", "5")
+    srv = start_server(
+        folder,
+        "--max-episodes",
+        str(MAX_EPISODES),
+        "--max-steps",
+        str(MAX_STEPS),
+        "--max-message-bytes",
+        str(MAX_BYTES),
+        "--max-workers",
+        "1",
+        "--max-queue",
+        "1",
+        "--grace-s",
+        "5",
+    )
     yield srv
     srv.proc.send_signal(signal.SIGTERM)  # graceful shutdown exits 0
     assert srv.proc.wait(timeout=20) == 0
@@ -204,18 +238,37 @@ def test_bad_request_is_refused_and_server_keeps_serving(server: Server, case: s
 
 def test_fast_codec_matches_generated_messages() -> None:
     rng = np.random.default_rng(5)
-    arrays = (rng.normal(size=(7, 32)), rng.normal(size=(7, 2)), rng.integers(0, 4, (7, 1)),
-              rng.normal(size=7), np.eye(4)[rng.integers(0, 4, 7)])
-    raw = wire.encode_adapt_request("AvatarAgent", [wire.encode_episode(*arrays, interrupted=True)],
-                                    task_hint="x", want_onnx=True, seed=9)
+    arrays = (
+        rng.normal(size=(7, 32)),
+        rng.normal(size=(7, 2)),
+        rng.integers(0, 4, (7, 1)),
+        rng.normal(size=7),
+        np.eye(4)[rng.integers(0, 4, 7)],
+    )
+    raw = wire.encode_adapt_request(
+        "AvatarAgent",
+        [wire.encode_episode(*arrays, interrupted=True)],
+        task_hint="x",
+        want_onnx=True,
+        seed=9,
+    )
     message = svc.AdaptRequest.FromString(raw)
     assert message.episodes[0] == make_episode(*arrays, interrupted=True)
     assert (message.task_hint, message.want_onnx, message.seed) == ("x", True, 9)
     view = wire.decode_adapt_request(message.SerializeToString())
     ep = message.episodes[0]
     assert (view.behavior_name, view.seed, view.episodes[0].steps) == ("AvatarAgent", 9, 7)
-    for name in ("obs", "continuous_actions", "discrete_actions", "action_masks", "rewards", "dones"):
-        np.testing.assert_array_equal(getattr(view.episodes[0], name), np.asarray(getattr(ep, name), np.float32))
+    for name in (
+        "obs",
+        "continuous_actions",
+        "discrete_actions",
+        "action_masks",
+        "rewards",
+        "dones",
+    ):
+        np.testing.assert_array_equal(
+            getattr(view.episodes[0], name), np.asarray(getattr(ep, name), np.float32)
+        )
     with pytest.raises(wire.WireError):
         wire.decode_adapt_request(raw[:-3])
 
@@ -231,7 +284,9 @@ def test_validation_names_field_in_process(server: Server) -> None:
 
 def test_deadline_and_back_pressure(server: Server) -> None:
     """A burst beyond workers + queue is refused at once; an impossible deadline fails fast."""
-    payload = svc.AdaptRequest(behavior_name="AvatarAgent", episodes=episodes(8, 240)).SerializeToString()
+    payload = svc.AdaptRequest(
+        behavior_name="AvatarAgent", episodes=episodes(8, 240)
+    ).SerializeToString()
     codes: list[grpc.StatusCode] = []
     barrier = threading.Barrier(12)
     with grpc.insecure_channel(server.address) as channel:
@@ -298,8 +353,10 @@ def test_load_64_clients_for_60_seconds(server: Server) -> None:
     queue 64): zero errors, and healthy and leak-free afterwards."""
     payload = wire.encode_adapt_request(
         "AvatarAgent",
-        [wire.encode_episode(*a) for a in [(np.zeros((50, 32)), np.zeros((50, 2)),
-                                            np.zeros((50, 1)), np.ones(50))] * 2],
+        [
+            wire.encode_episode(*a)
+            for a in [(np.zeros((50, 32)), np.zeros((50, 2)), np.zeros((50, 1)), np.ones(50))] * 2
+        ],
     )
     roomy = start_server(server.folder, "--max-workers", "2", "--max-queue", "64")
     try:
@@ -352,7 +409,10 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
@@ -361,9 +421,13 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     )
     cert_path, key_path = folder / "tls.crt", folder / "tls.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -373,8 +437,12 @@ def test_tls_round_trip(server: Server) -> None:
     try:
         port = tls.address.rsplit(":", 1)[1]
         assert tls.address.startswith("[::]")  # TLS: all interfaces
-        with AdaptationClient(f"localhost:{port}", token=TOKEN, public_key=server.public_key,
-                              root_cert=cert.read_bytes()) as c:
+        with AdaptationClient(
+            f"localhost:{port}",
+            token=TOKEN,
+            public_key=server.public_key,
+            root_cert=cert.read_bytes(),
+        ) as c:
             weights, _ = c.adapt(episodes(1, 10))
             assert weights.policy_version >= 1
         with grpc.insecure_channel(f"localhost:{port}") as plain, pytest.raises(grpc.RpcError):

@@ -71,5 +71,7 @@ def test_setup_refuses_pythons_the_stack_cannot_run() -> None:
     assert check("3.11.7").returncode == 0
     assert check("3.10.13").returncode == 0
     refused = check("3.12.1")
-    assert refused.returncode == 1 and "np.float" in refused.stderr and "python3.11" in refused.stderr
+    assert (
+        refused.returncode == 1 and "np.float" in refused.stderr and "python3.11" in refused.stderr
+    )
     assert check("3.9.18").returncode == 1

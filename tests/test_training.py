@@ -75,7 +75,9 @@ def test_each_algorithm_trains_checkpoints_and_evaluates(algorithm: str, tmp_pat
     export_meta_policy(tmp_path, records, config)
     onnx_path = tmp_path / f"{contract.BEHAVIOR_NAME}.onnx"
     problems = check_sentis_contract(
-        onnx_path, [(contract.OBSERVATION_SIZE,)], contract.NUM_CONTINUOUS_ACTIONS,
+        onnx_path,
+        [(contract.OBSERVATION_SIZE,)],
+        contract.NUM_CONTINUOUS_ACTIONS,
         list(contract.DISCRETE_BRANCHES),
     )
     assert problems == []

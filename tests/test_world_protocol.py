@@ -448,8 +448,15 @@ def test_world_exits_when_its_parent_dies_before_any_connection(
 ) -> None:
     """Nothing listens, so only the parent watchdog can notice that the trainer is gone."""
     log = tmp_path / "world.log"
-    world = [world_path, "--mlagents-port", str(free_port), "--connect-timeout", "120",
-             "-logFile", str(log)]
+    world = [
+        world_path,
+        "--mlagents-port",
+        str(free_port),
+        "--connect-timeout",
+        "120",
+        "-logFile",
+        str(log),
+    ]
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT, *world], stdout=subprocess.PIPE, text=True
     )

@@ -210,8 +210,12 @@ def _cmd_export(args: argparse.Namespace, rest: list[str]) -> int:
 
     try:
         result = export_checkpoint(
-            args.checkpoint, args.out_dir, sign_key=args.sign_key, version=args.policy_version,
-            task_id=args.task_id, behavior=args.behavior,
+            args.checkpoint,
+            args.out_dir,
+            sign_key=args.sign_key,
+            version=args.policy_version,
+            task_id=args.task_id,
+            behavior=args.behavior,
         )
     except (OSError, ValueError) as err:
         print(f"avatar-meta export: {err}", file=sys.stderr)
@@ -246,7 +250,9 @@ def _add_export_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignor
 def _cmd_serve(args: argparse.Namespace, rest: list[str]) -> int:
     from avatar_meta.serve.server import ServeOptions, serve
 
-    opts = ServeOptions(**{k: v for k, v in vars(args).items() if k in ServeOptions.__dataclass_fields__})
+    opts = ServeOptions(
+        **{k: v for k, v in vars(args).items() if k in ServeOptions.__dataclass_fields__}
+    )
     try:
         return serve(opts)
     except (FileNotFoundError, ValueError) as err:
@@ -263,13 +269,19 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     serve.add_argument("--checkpoint", help="serve this checkpoint file instead of a run")
     serve.add_argument("--port", type=int, default=50061, help="0 = any free port")
     serve.add_argument("--token-file", help="file holding the bearer token clients must send")
-    serve.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key: TLS, all interfaces)")
+    serve.add_argument(
+        "--tls-cert", help="PEM certificate chain (with --tls-key: TLS, all interfaces)"
+    )
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--sign-key", help="private.pem from `avatar-meta keygen`")
     serve.add_argument("--max-workers", type=int, default=2, help="adaptations computing at once")
-    serve.add_argument("--max-queue", type=int, default=64, help="adaptations waiting; more: RESOURCE_EXHAUSTED")
+    serve.add_argument(
+        "--max-queue", type=int, default=64, help="adaptations waiting; more: RESOURCE_EXHAUSTED"
+    )
     serve.add_argument("--max-subscribers", type=int, default=64, help="open Subscribe streams")
-    serve.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024, help="request size cap")
+    serve.add_argument(
+        "--max-message-bytes", type=int, default=4 * 1024 * 1024, help="request size cap"
+    )
     serve.add_argument("--max-steps", type=int, default=20_000, help="steps per request cap")
     serve.add_argument("--max-episodes", type=int, default=64, help="episodes per request cap")
     serve.add_argument("--grace-s", type=float, default=10.0, help="drain time on SIGTERM")

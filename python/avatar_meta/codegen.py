@@ -15,8 +15,7 @@ from avatar_meta import contract
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CSHARP_PATH = (
-    REPO_ROOT
-    / "unity_project/Packages/com.avatarmeta.agents/Runtime/Contract/AvatarContract.g.cs"
+    REPO_ROOT / "unity_project/Packages/com.avatarmeta.agents/Runtime/Contract/AvatarContract.g.cs"
 )
 
 
@@ -110,8 +109,7 @@ def render_csharp() -> str:
         f"{ind}public static readonly float[,] Obstacles = {{",
     ]
     out += [
-        f"{ind}    {{ {_float(x)}, {_float(z)}, {_float(r)} }},"
-        for x, z, r in contract.OBSTACLES
+        f"{ind}    {{ {_float(x)}, {_float(z)}, {_float(r)} }}," for x, z, r in contract.OBSTACLES
     ]
     out += [
         f"{ind}}};",

@@ -52,8 +52,10 @@ def scripted_returns(tasks: list[Task], episodes: int, seed: int) -> np.ndarray:
 
 def run(episodes: int = 2, seed: int = 0, base_port: int = 5005) -> int:
     tasks = demo_tasks(seed)
-    print(f"avatar-meta demo: {len(tasks)} tasks ({TASKS_PER_FAMILY} per family), "
-          f"{episodes} episode(s) each, through the ML-Agents protocol")
+    print(
+        f"avatar-meta demo: {len(tasks)} tasks ({TASKS_PER_FAMILY} per family), "
+        f"{episodes} episode(s) each, through the ML-Agents protocol"
+    )
     start = time.perf_counter()
     config = WorldConfig(num_areas=len(tasks), base_port=base_port, seed=seed)
     with MLAgentsTaskEnv(config) as env:
@@ -65,10 +67,15 @@ def run(episodes: int = 2, seed: int = 0, base_port: int = 5005) -> int:
     print(f"\n{'family':<16}{'hidden parameters':<44}{'random':>9}{'scripted':>10}")
     for task, rollout, reference in zip(tasks, rollouts, scripted, strict=True):
         params = ", ".join(f"{k}={v:g}" for k, v in task.spec.param_dict().items())
-        print(f"{task.family:<16}{params:<44}{rollout.episode_return.mean():>9.1f}"
-              f"{reference:>10.1f}")
-    print(f"\n{steps} agent-steps through the protocol in {protocol_s:.1f} s "
-          f"({steps / protocol_s:.0f} agent-steps/s, world start included).")
-    print("random = a random avatar through stock UnityEnvironment; scripted = a controller that"
-          " knows the hidden parameters (in-process, same tasks).")
+        print(
+            f"{task.family:<16}{params:<44}{rollout.episode_return.mean():>9.1f}{reference:>10.1f}"
+        )
+    print(
+        f"\n{steps} agent-steps through the protocol in {protocol_s:.1f} s "
+        f"({steps / protocol_s:.0f} agent-steps/s, world start included)."
+    )
+    print(
+        "random = a random avatar through stock UnityEnvironment; scripted = a controller that"
+        " knows the hidden parameters (in-process, same tasks)."
+    )
     return 0

@@ -84,13 +84,32 @@ def _inprocess(checkpoint: Path, key: Any, requests: list[bytes], n: int) -> dic
 
 
 def _start_server(folder: Path) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "avatar_meta.cli", "serve", "--checkpoint",
-           str(folder / "maml.pt"), "--port", "0", "--token-file", str(folder / "token"),
-           "--sign-key", str(folder / "keys" / "private.pem"), "--max-workers", "2",
-           "--max-queue", "64"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "avatar_meta.cli",
+        "serve",
+        "--checkpoint",
+        str(folder / "maml.pt"),
+        "--port",
+        "0",
+        "--token-file",
+        str(folder / "token"),
+        "--sign-key",
+        str(folder / "keys" / "private.pem"),
+        "--max-workers",
+        "2",
+        "--max-queue",
+        "64",
+    ]
     log = open(folder / "server.log", "w")  # noqa: SIM115 - owned by the child
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if "serving" not in line:
@@ -99,8 +118,9 @@ def _start_server(folder: Path) -> tuple[subprocess.Popen[str], str]:
     return proc, line.split(" on ")[-1].strip()
 
 
-def _service(address: str, public_key: Any, requests: list[bytes], clients: int,
-             per_client: int) -> dict[str, Any]:
+def _service(
+    address: str, public_key: Any, requests: list[bytes], clients: int, per_client: int
+) -> dict[str, Any]:
     import grpc
 
     from avatar_meta.serve.client import AdaptationClient
@@ -156,8 +176,13 @@ def _onnx(checkpoint: Path, reps: int) -> dict[str, Any]:
         export_policy(adapter.spec, adapter.params, adapter.buffers).SerializeToString()
         full.append((time.perf_counter() - t0) * 1e3)
     s, f = float(np.median(swap)), float(np.median(full))
-    return {"swap_ms": s, "full_export_ms": f, "first_export_ms": first,
-            "speedup": f / s, "baseline": "full_export_ms"}
+    return {
+        "swap_ms": s,
+        "full_export_ms": f,
+        "first_export_ms": first,
+        "speedup": f / s,
+        "baseline": "full_export_ms",
+    }
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -178,8 +203,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         inproc = _inprocess(checkpoint, key, requests, 5 if quick else 40)
         proc, address = _start_server(folder)
         try:
-            by_clients = {str(n): _service(address, public, requests, n, per_client[n])
-                          for n in CLIENTS}
+            by_clients = {
+                str(n): _service(address, public, requests, n, per_client[n]) for n in CLIENTS
+            }
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -188,12 +214,21 @@ def run(quick: bool = False) -> dict[str, Any]:
     for entry in by_clients.values():
         entry["ratio_p50_vs_inprocess"] = entry["p50_ms"] / inproc["p50_ms"]
     return {
-        "config": {"hidden": list(HIDDEN), "episodes": EPISODES, "steps": STEPS,
-                   "server_workers": 2, "quick": quick, "torch_threads": 1},
+        "config": {
+            "hidden": list(HIDDEN),
+            "episodes": EPISODES,
+            "steps": STEPS,
+            "server_workers": 2,
+            "quick": quick,
+            "torch_threads": 1,
+        },
         "inprocess": inproc,
-        "service": {**head, "baseline": "inprocess.p50_ms",
-                    "ratio_p50_vs_inprocess": head["p50_ms"] / inproc["p50_ms"],
-                    "goal": {"p50_ms": 20.0, "p99_ms": 100.0}},
+        "service": {
+            **head,
+            "baseline": "inprocess.p50_ms",
+            "ratio_p50_vs_inprocess": head["p50_ms"] / inproc["p50_ms"],
+            "goal": {"p50_ms": 20.0, "p99_ms": 100.0},
+        },
         "service_by_clients": by_clients,
         "onnx": onnx,
     }

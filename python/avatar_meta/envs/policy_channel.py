@@ -63,9 +63,7 @@ def chunk_records(
         raise ValueError("chunk_size must be positive")
     pieces = [envelope[i : i + chunk_size] for i in range(0, len(envelope), chunk_size)] or [b""]
     return [
-        CHUNK_HEADER.pack(
-            KIND_CHUNK, area, transfer_id, index, len(pieces), len(envelope), flags
-        )
+        CHUNK_HEADER.pack(KIND_CHUNK, area, transfer_id, index, len(pieces), len(envelope), flags)
         + piece
         for index, piece in enumerate(pieces)
     ]
@@ -129,7 +127,10 @@ class PolicyChannel(SideChannel):
         for record in chunk_records(area, transfer_id, envelope, flags, self._chunk_size):
             self._pending.append(bytearray(record))
         logger.debug(
-            "PolicyChannel: transfer %d, %d bytes for area %d queued", transfer_id, len(envelope), area
+            "PolicyChannel: transfer %d, %d bytes for area %d queued",
+            transfer_id,
+            len(envelope),
+            area,
         )
         return transfer_id
 

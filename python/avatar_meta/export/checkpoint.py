@@ -19,7 +19,14 @@ from avatar_meta.export import policy_weights, signing
 from avatar_meta.export.onnx_export import export_policy
 from avatar_meta.rl.policy import Buffers, Params, PolicySpec
 
-_SPEC_FIELDS = ("hidden", "activation", "normalize_obs", "obs_clip", "log_std_init", "log_std_floor")
+_SPEC_FIELDS = (
+    "hidden",
+    "activation",
+    "normalize_obs",
+    "obs_clip",
+    "log_std_init",
+    "log_std_floor",
+)
 
 
 def load_policy(path: str | Path) -> tuple[PolicySpec, Params, Buffers]:
@@ -59,7 +66,12 @@ def export_checkpoint(
     weights_path = None
     if sign_key is not None:
         packed = policy_weights.pack(
-            spec, params, buffers, version=version, task_id=task_id, behavior_name=behavior,
+            spec,
+            params,
+            buffers,
+            version=version,
+            task_id=task_id,
+            behavior_name=behavior,
             has_critic=False,
         )
         envelope = signing.sign(packed, signing.load_private_key(sign_key))

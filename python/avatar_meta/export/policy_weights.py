@@ -85,7 +85,9 @@ def pack(
     for name in names:
         value = params[name].detach().cpu().to(torch.float32)
         if tuple(value.shape) != shapes[name]:
-            raise ValueError(f"parameter {name} has shape {tuple(value.shape)}, want {shapes[name]}")
+            raise ValueError(
+                f"parameter {name} has shape {tuple(value.shape)}, want {shapes[name]}"
+            )
         parts.append(value.reshape(-1).numpy())
     flat = np.concatenate(parts).astype("<f4", copy=False)
     return pw.PolicyWeights(

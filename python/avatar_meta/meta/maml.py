@@ -110,7 +110,9 @@ def maml_meta_loss(
 ) -> Tensor:
     """mean over tasks of the post-adaptation query loss (tasks stacked on dim 0)."""
     per_task = partial(maml_task_loss, inner_loss=inner_loss, outer_loss=outer_loss, cfg=cfg)
-    losses: Tensor = map_tasks(per_task, (None, 0, 0), cfg.use_vmap)(params, tasks.support, tasks.query)
+    losses: Tensor = map_tasks(per_task, (None, 0, 0), cfg.use_vmap)(
+        params, tasks.support, tasks.query
+    )
     return losses.mean()
 
 

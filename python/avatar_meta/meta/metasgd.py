@@ -123,7 +123,9 @@ def metasgd_meta_loss(
 ) -> Tensor:
     """Mean post-adaptation query loss over task-stacked batches."""
     per_task = partial(metasgd_task_loss, inner_loss=inner_loss, outer_loss=outer_loss, cfg=cfg)
-    losses: Tensor = map_tasks(per_task, (None, 0, 0), cfg.use_vmap)(meta, tasks.support, tasks.query)
+    losses: Tensor = map_tasks(per_task, (None, 0, 0), cfg.use_vmap)(
+        meta, tasks.support, tasks.query
+    )
     return losses.mean()
 
 

@@ -80,7 +80,9 @@ def reptile_adapt(
     phi = detach_params(params)
     for k in range(n):
         batch = minibatch(support, k % cfg.minibatches, cfg.minibatches)
-        phi = sgd_step(phi, inner_grad(inner_loss, phi, batch, keys, first_order=True), cfg.inner_lr)
+        phi = sgd_step(
+            phi, inner_grad(inner_loss, phi, batch, keys, first_order=True), cfg.inner_lr
+        )
     return detach_params(phi)
 
 
@@ -156,4 +158,3 @@ class Reptile:
             first_order=True,
             forward=self.forward,
         )
-

@@ -158,8 +158,11 @@ def train(
 
 
 def _finetune_curve(
-    params: Params, support: tuple[Tensor, Tensor], query: tuple[Tensor, Tensor],
-    steps: int, lr: float,
+    params: Params,
+    support: tuple[Tensor, Tensor],
+    query: tuple[Tensor, Tensor],
+    steps: int,
+    lr: float,
 ) -> Tensor:
     """Query MSE after 0..steps SGD steps on the support set: [steps + 1]."""
     curve = [mse_loss(params, query)]
@@ -220,8 +223,11 @@ def run(quick: bool = False, cfg: SinusoidConfig | None = None) -> dict[str, Any
     return {
         "config": asdict(cfg),
         "iterations": cfg.iterations,
-        "maml": {**maml_eval, "train_seconds": round(maml_seconds, 1),
-                 "seconds_per_1k_iterations": round(maml_seconds * 1000 / cfg.iterations, 2)},
+        "maml": {
+            **maml_eval,
+            "train_seconds": round(maml_seconds, 1),
+            "seconds_per_1k_iterations": round(maml_seconds * 1000 / cfg.iterations, 2),
+        },
         "pretrained_baseline": {**pre_eval, "train_seconds": round(pre_seconds, 1)},
         "maml_over_pretrained": {k: ratio(m[k], pre_eval["mse"][k]) for k in m},
         "reference": REFERENCE,

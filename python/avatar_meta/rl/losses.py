@@ -56,7 +56,14 @@ def make_batch(
     if weight is None:
         weight = torch.ones_like(advantages)
     return RLBatch(
-        obs, mask.bool(), cont_action, gesture.long(), advantages, returns, old_log_prob, values,
+        obs,
+        mask.bool(),
+        cont_action,
+        gesture.long(),
+        advantages,
+        returns,
+        old_log_prob,
+        values,
         weight,
     )
 
@@ -144,7 +151,9 @@ def ppo_terms(
     w = batch.weight
     log_ratio = lp - batch.old_log_prob
     ratio = log_ratio.exp()
-    adv = normalize_advantages(batch.advantages, w) if cfg.normalize_advantages else batch.advantages
+    adv = (
+        normalize_advantages(batch.advantages, w) if cfg.normalize_advantages else batch.advantages
+    )
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip) * adv)
     policy_loss = -weighted_mean(surrogate, w)
     v_err = (out.value - batch.returns).square()

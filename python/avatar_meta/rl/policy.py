@@ -82,7 +82,11 @@ class PolicySpec:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if not self.hidden or min(self.hidden) <= 0:
             raise ValueError(f"hidden must be non-empty positive widths, got {self.hidden}")
-        if self.obs_size <= 0 or self.num_continuous < 0 or min(self.discrete_branches, default=1) <= 0:
+        if (
+            self.obs_size <= 0
+            or self.num_continuous < 0
+            or min(self.discrete_branches, default=1) <= 0
+        ):
             raise ValueError("obs_size must be > 0, num_continuous >= 0, branches > 0")
         if self.log_std_init <= self.log_std_floor:
             raise ValueError("log_std_init must be above log_std_floor")
@@ -169,9 +173,7 @@ def _raw_log_std(spec: PolicySpec) -> float:
     return spec.log_std_floor + gap + math.log(-math.expm1(-gap))  # softplus^-1(gap)
 
 
-def init_params(
-    spec: PolicySpec, seed: int = 0, dtype: torch.dtype = torch.float32
-) -> Params:
+def init_params(spec: PolicySpec, seed: int = 0, dtype: torch.dtype = torch.float32) -> Params:
     """Orthogonal init (CleanRL/SB3): gain sqrt(2) hidden (relu) or 5/3 (tanh), 0.01 policy
     heads, 1 value head; zero biases; log-std at `log_std_init`."""
     gen = torch.Generator().manual_seed(seed)

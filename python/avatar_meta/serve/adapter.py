@@ -98,7 +98,10 @@ class Adapter:
     is functional (params are never mutated), so worker threads share one Adapter."""
 
     def __init__(
-        self, checkpoint: str | Path, behavior: str = contract.BEHAVIOR_NAME, limits: Limits = Limits()
+        self,
+        checkpoint: str | Path,
+        behavior: str = contract.BEHAVIOR_NAME,
+        limits: Limits = Limits(),
     ) -> None:
         from avatar_meta.training.evaluate import make_adapt_fn
 
@@ -143,7 +146,9 @@ class Adapter:
         if t <= 0:
             raise InvalidRequest(f"{where}.steps", f"{t}; must be > 0")
         _want(ep.obs_size, spec.obs_size, f"{where}.obs_size", "observation width")
-        _want(ep.num_continuous, spec.num_continuous, f"{where}.num_continuous", "continuous actions")
+        _want(
+            ep.num_continuous, spec.num_continuous, f"{where}.num_continuous", "continuous actions"
+        )
         _want(ep.num_branches, len(spec.discrete_branches), f"{where}.num_branches", "branches")
         if ep.mask_size not in (0, spec.num_discrete):
             raise InvalidRequest(
@@ -223,8 +228,14 @@ class Adapter:
         )
         v = torch.from_numpy(valid.reshape(-1))
         return make_batch(
-            flat_obs[v], flat_mask[v], flat_cont[v], flat_gest[v],
-            adv.reshape(-1)[v], ret.reshape(-1)[v], log_prob[v], out.value[v],
+            flat_obs[v],
+            flat_mask[v],
+            flat_cont[v],
+            flat_gest[v],
+            adv.reshape(-1)[v],
+            ret.reshape(-1)[v],
+            log_prob[v],
+            out.value[v],
         )
 
     # ----------------------------------------------------------------------------- adapting
@@ -241,8 +252,13 @@ class Adapter:
     def pack(self, params: Params, *, version: int, task_id: str) -> pw.PolicyWeights:
         """PolicyWeights of adapted params (actor only: games act, they do not train)."""
         return policy_weights.pack(
-            self.spec, params, self.buffers, version=version, task_id=task_id,
-            behavior_name=self.behavior, has_critic=False,
+            self.spec,
+            params,
+            self.buffers,
+            version=version,
+            task_id=task_id,
+            behavior_name=self.behavior,
+            has_critic=False,
         )
 
 

@@ -68,8 +68,10 @@ class AdaptationClient:
         root_cert: bytes | None = None,
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        options = [("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes)]
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
         if root_cert is not None:
             creds = grpc.ssl_channel_credentials(root_certificates=root_cert)
             self.channel = grpc.secure_channel(address, creds, options=options)
@@ -100,7 +102,9 @@ class AdaptationClient:
 
     def adapt_raw(self, request: svc.AdaptRequest, timeout: float = 30.0) -> svc.AdaptResponse:
         """The AdaptResponse as received (unverified)."""
-        response: svc.AdaptResponse = self.stub.Adapt(request, timeout=timeout, metadata=self.metadata)
+        response: svc.AdaptResponse = self.stub.Adapt(
+            request, timeout=timeout, metadata=self.metadata
+        )
         return response
 
     def adapt(
@@ -115,8 +119,13 @@ class AdaptationClient:
     ) -> tuple[pw.PolicyWeights, svc.AdaptResponse]:
         """(verified PolicyWeights, the raw response). Raises grpc.RpcError on a status, and
         signing.VerificationError if the weights are unsigned or do not match the key."""
-        request = svc.AdaptRequest(behavior_name=behavior, task_hint=task_hint,
-                                   episodes=list(episodes), want_onnx=want_onnx, seed=seed)
+        request = svc.AdaptRequest(
+            behavior_name=behavior,
+            task_hint=task_hint,
+            episodes=list(episodes),
+            want_onnx=want_onnx,
+            seed=seed,
+        )
         response = self.adapt_raw(request, timeout)
         return self.verify(response.weights), response
 
@@ -135,15 +144,20 @@ class AdaptationClient:
         return signing.verify(envelope, self.public_key)
 
     def subscribe(
-        self, behavior: str = contract.BEHAVIOR_NAME, task_id: str = "", after_version: int = 0,
+        self,
+        behavior: str = contract.BEHAVIOR_NAME,
+        task_id: str = "",
+        after_version: int = 0,
         timeout: float | None = None,
     ) -> Iterator[pw.PolicyWeights]:
         """Verified PolicyWeights as the server publishes them (cancel by closing the
         iterator or the client)."""
         stream = self.stub.Subscribe(
-            svc.SubscribeRequest(behavior_name=behavior, task_id=task_id,
-                                 after_version=after_version),
-            timeout=timeout, metadata=self.metadata,
+            svc.SubscribeRequest(
+                behavior_name=behavior, task_id=task_id, after_version=after_version
+            ),
+            timeout=timeout,
+            metadata=self.metadata,
         )
         try:
             for envelope in stream:

@@ -128,10 +128,13 @@ class HealthService:
         return grpc.method_handlers_generic_handler(SERVICE, methods)
 
 
-def check(channel: grpc.Channel, service: str = "", timeout: float = 5.0,
-          metadata: Any = None) -> int:
+def check(
+    channel: grpc.Channel, service: str = "", timeout: float = 5.0, metadata: Any = None
+) -> int:
     """Client side: the status of `service` on `channel` (raises grpc.RpcError)."""
     call = channel.unary_unary(
-        f"/{SERVICE}/Check", request_serializer=encode_request, response_deserializer=decode_response
+        f"/{SERVICE}/Check",
+        request_serializer=encode_request,
+        response_deserializer=decode_response,
     )
     return int(call(service, timeout=timeout, metadata=metadata))

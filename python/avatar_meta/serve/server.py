@@ -92,15 +92,23 @@ def _refuse_stream(request: bytes, context: Any) -> Any:
 def read_token(path: str | Path) -> str:
     token = Path(path).read_text().strip()
     if len(token) < 16:
-        raise ValueError(f"{path}: token shorter than 16 characters; use e.g. `openssl rand -hex 32`")
+        raise ValueError(
+            f"{path}: token shorter than 16 characters; use e.g. `openssl rand -hex 32`"
+        )
     return token
 
 
 class Running:
     """A started server: its port, servicer and health, and how to stop it."""
 
-    def __init__(self, server: grpc.Server, port: int, servicer: AdaptationServicer,
-                 health_service: health.HealthService, address: str) -> None:
+    def __init__(
+        self,
+        server: grpc.Server,
+        port: int,
+        servicer: AdaptationServicer,
+        health_service: health.HealthService,
+        address: str,
+    ) -> None:
         self.server, self.port, self.servicer = server, port, servicer
         self.health, self.address = health_service, address
 
@@ -129,8 +137,11 @@ def start(opts: ServeOptions) -> Running:
     servicer.onnx.template(adapter.spec)  # the one graph export, at start rather than mid-request
     interceptors: list[grpc.ServerInterceptor] = []
     if opts.token_file:
-        interceptors.append(TokenAuth(read_token(opts.token_file),
-                                      lambda: servicer.metrics.add("errors.UNAUTHENTICATED")))
+        interceptors.append(
+            TokenAuth(
+                read_token(opts.token_file), lambda: servicer.metrics.add("errors.UNAUTHENTICATED")
+            )
+        )
     else:
         logger.warning("no --token-file: any local process may call this server")
     # Threads: every computing/queued Adapt and every subscriber holds one; beyond the sum,
@@ -175,16 +186,20 @@ def _add_reflection(server: grpc.Server) -> None:
     the last release that runs on protobuf 3.20 (requirements/constraints.txt)."""
     from grpc_reflection.v1alpha import reflection  # type: ignore[import-not-found]
 
-    names = (svc.DESCRIPTOR.services_by_name["AdaptationService"].full_name,
-             health.SERVICE, reflection.SERVICE_NAME)
+    names = (
+        svc.DESCRIPTOR.services_by_name["AdaptationService"].full_name,
+        health.SERVICE,
+        reflection.SERVICE_NAME,
+    )
     reflection.enable_server_reflection(names, server)
 
 
 def serve(opts: ServeOptions) -> int:
     """Run until SIGTERM/SIGINT, then drain gracefully (`opts.grace_s`)."""
     torch.set_num_threads(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+    )
     running = start(opts)
     done = threading.Event()
 

@@ -81,8 +81,11 @@ class Metrics:
                 out.counters[k] = int(v)
             for rpc, counts in sorted(self._hist.items()):
                 out.latency.add(
-                    name=rpc, upper_bounds_ms=[float(b) for b in LATENCY_BOUNDS_MS],
-                    counts=counts, count=sum(counts), sum_ms=self._sums[rpc],
+                    name=rpc,
+                    upper_bounds_ms=[float(b) for b in LATENCY_BOUNDS_MS],
+                    counts=counts,
+                    count=sum(counts),
+                    sum_ms=self._sums[rpc],
                 )
             return out
 
@@ -134,11 +137,15 @@ class Hub:
             self._subs.discard(sub)
         sub.offer(None)  # wake the streaming thread so it returns promptly
 
-    def publish(self, behavior: str, task_id: str, version: int, env: pw.PolicyWeightsEnvelope) -> int:
+    def publish(
+        self, behavior: str, task_id: str, version: int, env: pw.PolicyWeightsEnvelope
+    ) -> int:
         """Deliver to every matching subscriber; returns how many."""
         with self._lock:
             self._latest[(behavior, task_id)] = (version, env)
-            targets = [s for s in self._subs if s.behavior == behavior and s.task_id in ("", task_id)]
+            targets = [
+                s for s in self._subs if s.behavior == behavior and s.task_id in ("", task_id)
+            ]
         for s in targets:
             s.offer(env)
         return len(targets)
@@ -195,11 +202,16 @@ class AdaptationServicer(svc_grpc.AdaptationServiceServicer):
         with self._version_lock:
             return next(self._versions)
 
-    def _finish(self, rpc: str, t0: float, code: grpc.StatusCode, context: Any, **extra: Any) -> None:
+    def _finish(
+        self, rpc: str, t0: float, code: grpc.StatusCode, context: Any, **extra: Any
+    ) -> None:
         ms = (time.perf_counter() - t0) * 1000
         self.metrics.observe(rpc, code, ms)
-        logger.info(json.dumps({"rpc": rpc, "code": code.name, "ms": round(ms, 3),
-                                "peer": context.peer(), **extra}))
+        logger.info(
+            json.dumps(
+                {"rpc": rpc, "code": code.name, "ms": round(ms, 3), "peer": context.peer(), **extra}
+            )
+        )
 
     # ----------------------------------------------------------------------------- RPCs
     def Adapt(self, request: bytes | svc.AdaptRequest, context: Any) -> svc.AdaptResponse:
@@ -223,8 +235,10 @@ class AdaptationServicer(svc_grpc.AdaptationServiceServicer):
             raise _Abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
         # Admission comes first: a refused request costs no parsing at all.
         if not self._admit():
-            raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         "too many adaptations in flight; retry with backoff")
+            raise _Abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "too many adaptations in flight; retry with backoff",
+            )
         try:
             try:
                 request = raw if isinstance(raw, svc.AdaptRequest) else decode_adapt_request(raw)
@@ -234,7 +248,9 @@ class AdaptationServicer(svc_grpc.AdaptationServiceServicer):
             remaining = context.time_remaining()
             timeout = None if remaining is None else max(remaining, 0.0)
             if not self._workers.acquire(timeout=timeout):
-                raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed waiting for a worker")
+                raise _Abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed waiting for a worker"
+                )
             try:
                 if not context.is_active():
                     raise _Abort(grpc.StatusCode.CANCELLED, "client went away")
@@ -245,8 +261,9 @@ class AdaptationServicer(svc_grpc.AdaptationServiceServicer):
             self._release()
         version = self._next_version()
         task_id = request.task_hint
-        envelope = signing.sign(self.adapter.pack(adapted, version=version, task_id=task_id),
-                                self.sign_key)
+        envelope = signing.sign(
+            self.adapter.pack(adapted, version=version, task_id=task_id), self.sign_key
+        )
         onnx = b""
         if request.want_onnx:
             onnx = self.onnx.bytes_for(self.adapter.spec, adapted, self.adapter.buffers)
@@ -254,15 +271,20 @@ class AdaptationServicer(svc_grpc.AdaptationServiceServicer):
         if remaining is not None and remaining <= 0:
             raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while adapting")
         self.hub.publish(self.adapter.behavior, task_id, version, envelope)
-        return svc.AdaptResponse(weights=envelope, onnx=onnx,
-                                 adapt_ms=(time.perf_counter() - t0) * 1000)
+        return svc.AdaptResponse(
+            weights=envelope, onnx=onnx, adapt_ms=(time.perf_counter() - t0) * 1000
+        )
 
-    def Subscribe(self, request: svc.SubscribeRequest, context: Any) -> Iterator[pw.PolicyWeightsEnvelope]:
+    def Subscribe(
+        self, request: svc.SubscribeRequest, context: Any
+    ) -> Iterator[pw.PolicyWeightsEnvelope]:
         t0 = time.perf_counter()
         if request.behavior_name != self.adapter.behavior:
             self._finish("Subscribe", t0, grpc.StatusCode.INVALID_ARGUMENT, context)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"behavior_name: unknown behaviour {request.behavior_name!r}")
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"behavior_name: unknown behaviour {request.behavior_name!r}",
+            )
         sub = self.hub.add(request.behavior_name, request.task_id, request.after_version)
         if sub is None:
             self._finish("Subscribe", t0, grpc.StatusCode.RESOURCE_EXHAUSTED, context)
@@ -297,11 +319,13 @@ class AdaptationServicer(svc_grpc.AdaptationServiceServicer):
                 self.Adapt, response_serializer=svc.AdaptResponse.SerializeToString
             ),
             "Subscribe": grpc.unary_stream_rpc_method_handler(
-                self.Subscribe, request_deserializer=svc.SubscribeRequest.FromString,
+                self.Subscribe,
+                request_deserializer=svc.SubscribeRequest.FromString,
                 response_serializer=pw.PolicyWeightsEnvelope.SerializeToString,
             ),
             "Stats": grpc.unary_unary_rpc_method_handler(
-                self.Stats, request_deserializer=svc.StatsRequest.FromString,
+                self.Stats,
+                request_deserializer=svc.StatsRequest.FromString,
                 response_serializer=svc.StatsResponse.SerializeToString,
             ),
         }

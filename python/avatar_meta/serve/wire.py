@@ -17,8 +17,14 @@ from typing import Any
 
 import numpy as np
 
-_FLOATS = {3: "obs", 5: "continuous_actions", 7: "discrete_actions", 9: "action_masks",
-           10: "rewards", 11: "dones"}
+_FLOATS = {
+    3: "obs",
+    5: "continuous_actions",
+    7: "discrete_actions",
+    9: "action_masks",
+    10: "rewards",
+    11: "dones",
+}
 _INTS = {1: "steps", 2: "obs_size", 4: "num_continuous", 6: "num_branches", 8: "mask_size"}
 _EMPTY = np.zeros(0, np.float32)
 
@@ -102,9 +108,7 @@ def _episode(data: memoryview, start: int, end: int) -> EpisodeView:
             lo, hi = value
             if (hi - lo) % 4:
                 raise WireError(f"{_FLOATS[number]}: packed floats of {hi - lo} bytes")
-            parts.setdefault(_FLOATS[number], []).append(
-                np.frombuffer(data[lo:hi], dtype="<f4")
-            )
+            parts.setdefault(_FLOATS[number], []).append(np.frombuffer(data[lo:hi], dtype="<f4"))
         elif number in _INTS and wire == 0:
             setattr(ep, _INTS[number], _int32(value))
         elif number == 12 and wire == 0:
@@ -172,10 +176,21 @@ def encode_episode(
     dones = np.zeros(t, np.float32)
     dones[-1] = 1
     masks = np.zeros((t, 0), np.float32) if action_masks is None else action_masks
-    ints = [(1, t), (2, obs.shape[1]), (4, continuous_actions.shape[1]),
-            (6, discrete_actions.reshape(t, -1).shape[1]), (8, masks.shape[1])]
-    floats = [(3, obs), (5, continuous_actions), (7, discrete_actions), (9, masks),
-              (10, rewards), (11, dones)]
+    ints = [
+        (1, t),
+        (2, obs.shape[1]),
+        (4, continuous_actions.shape[1]),
+        (6, discrete_actions.reshape(t, -1).shape[1]),
+        (8, masks.shape[1]),
+    ]
+    floats = [
+        (3, obs),
+        (5, continuous_actions),
+        (7, discrete_actions),
+        (9, masks),
+        (10, rewards),
+        (11, dones),
+    ]
     parts = []
     for number, value in ints:
         if value:
@@ -190,7 +205,10 @@ def encode_episode(
 
 
 def encode_adapt_request(
-    behavior_name: str, episodes: list[bytes], task_hint: str = "", want_onnx: bool = False,
+    behavior_name: str,
+    episodes: list[bytes],
+    task_hint: str = "",
+    want_onnx: bool = False,
     seed: int = 0,
 ) -> bytes:
     """A serialised AdaptRequest around episodes from `encode_episode`."""

@@ -23,7 +23,8 @@ class TaskSpec:
 
     @staticmethod
     def make(
-        family: str, params: dict[str, float] | tuple[float, ...] | None = None,
+        family: str,
+        params: dict[str, float] | tuple[float, ...] | None = None,
         body: tuple[float, ...] | None = None,
     ) -> TaskSpec:
         """Validate and clip. Raises ValueError naming the family or parameter on bad input."""
@@ -40,9 +41,7 @@ class TaskSpec:
                 raise ValueError(
                     f"unknown parameter(s) {sorted(unknown)} for family {family!r}; it takes: {names}"
                 )
-            values = tuple(
-                p.clip(params.get(p.name, (p.low + p.high) / 2)) for p in spec.params
-            )
+            values = tuple(p.clip(params.get(p.name, (p.low + p.high) / 2)) for p in spec.params)
         else:
             if len(params) != len(spec.params):
                 raise ValueError(
