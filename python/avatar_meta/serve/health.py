@@ -18,6 +18,8 @@ from typing import Any
 
 import grpc
 
+from avatar_meta.wire import read_varint
+
 SERVICE = "grpc.health.v1.Health"
 UNKNOWN, SERVING, NOT_SERVING, SERVICE_UNKNOWN = 0, 1, 2, 3
 
@@ -32,29 +34,16 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
 def decode_request(data: bytes) -> str:
     """The `service` field of a HealthCheckRequest (unknown fields skipped)."""
     pos, service = 0, ""
     while pos < len(data):
-        key, pos = _read_varint(data, pos)
+        key, pos = read_varint(data, pos)
         wire = key & 7
         if wire == 0:
-            value, pos = _read_varint(data, pos)
+            value, pos = read_varint(data, pos)
         elif wire == 2:
-            size, pos = _read_varint(data, pos)
+            size, pos = read_varint(data, pos)
             if key >> 3 == 1:
                 service = data[pos : pos + size].decode("utf-8")
             pos += size
@@ -77,9 +66,9 @@ def encode_response(status: int) -> bytes:
 def decode_response(data: bytes) -> int:
     pos, status = 0, UNKNOWN
     while pos < len(data):
-        key, pos = _read_varint(data, pos)
+        key, pos = read_varint(data, pos)
         if key == 0x08:
-            status, pos = _read_varint(data, pos)
+            status, pos = read_varint(data, pos)
         else:
             raise ValueError("unexpected field in HealthCheckResponse")
     return status
