@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -84,6 +85,58 @@ def test_each_algorithm_trains_checkpoints_and_evaluates(algorithm: str, tmp_pat
     envelope = (tmp_path / f"{contract.BEHAVIOR_NAME}.weights.bin").read_bytes()
     public = signing.load_public_key(tmp_path / "keys" / "public.pem")
     assert signing.verify(envelope, public).behavior_name == contract.BEHAVIOR_NAME
+
+
+def test_pretraining_initialises_the_meta_parameters(tmp_path: Path) -> None:
+    """meta.pretrain_env_steps: the meta-parameters and normalisation statistics start from
+    multi-task PPO, the log-std is reset to its initial value, and the pretraining env steps
+    count in the algorithm's total."""
+    from avatar_meta.rl import Policy
+    from avatar_meta.training.meta_loop import init_state, pretrain_meta_params
+
+    config = tiny(algorithms=["maml"], meta_iterations=1, pretrain_env_steps=2000)
+    policy = Policy(config.policy_spec())
+    env = make_env(config)
+    state = init_state("maml", config, policy)
+    fresh = {k: v.clone() for k, v in state.init_params.items()}
+    pretrain_meta_params(state, config, env, policy)
+    assert state.env_steps >= 2000 and float(state.buffers["obs_count"]) > 0
+    moved = {k: float((state.init_params[k] - fresh[k]).abs().max()) for k in fresh}
+    assert moved["actor.log_std"] == 0.0  # exploration reset
+    for prefix in ("actor.", "critic."):  # both networks were trained
+        assert max(v for k, v in moved.items() if k.startswith(prefix)) > 1e-2
+    # through the loop: the pretraining steps are in the run's env steps and checkpoint
+    pre = train_algorithm("maml", config, env, tmp_path / "pre")
+    base = train_algorithm("maml", tiny(algorithms=["maml"], meta_iterations=1), env, tmp_path)
+    env.close()
+    assert pre.env_steps >= base.env_steps + 2000
+    assert load_checkpoint(checkpoint_path(tmp_path / "pre", "maml"))["env_steps"] == pre.env_steps
+
+
+def test_outer_minibatches_split_tasks_and_take_more_steps(tmp_path: Path) -> None:
+    from avatar_meta.meta import TaskBatch
+    from avatar_meta.training.meta_loop import task_minibatches
+
+    support = torch.arange(10.0).reshape(5, 2)
+    query = support + 100
+    parts = task_minibatches(
+        TaskBatch(_Obs(support), _Obs(query)), 2, torch.Generator().manual_seed(0)
+    )
+    assert [int(p.support.obs.shape[0]) for p in parts] == [3, 2]
+    seen = torch.cat([p.support.obs for p in parts])
+    assert sorted(seen[:, 0].tolist()) == [0.0, 2.0, 4.0, 6.0, 8.0]
+    for p in parts:  # support and query stay paired per task
+        assert torch.equal(p.query.obs, p.support.obs + 100)
+    config = tiny(algorithms=["maml"], meta_iterations=1, outer_epochs=2, outer_minibatches=4)
+    env = make_env(config)
+    state = train_algorithm("maml", config, env, tmp_path)
+    env.close()
+    opt = state.optimizer.state_dict()["state"]
+    assert int(next(iter(opt.values()))["step"]) == 2 * 4
+
+
+class _Obs(NamedTuple):
+    obs: torch.Tensor
 
 
 def test_resume_in_process_continues_the_counter(tmp_path: Path) -> None:

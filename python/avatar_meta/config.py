@@ -117,6 +117,9 @@ class MetaConfig:
     """Adam learning rate of the outer (meta) update."""
     outer_epochs: int = 8
     """Outer PPO-clip epochs over each query batch (MAML, FOMAML, Meta-SGD)."""
+    outer_minibatches: int = 1
+    """Outer Adam steps per outer epoch, each on a random subset of the meta-batch's tasks
+    (1 = one full-batch step per epoch). Same compute per epoch, more updates per sample."""
     clip: float = 0.2
     """PPO ratio clip of the outer loss."""
     vf_coef: float = 0.5
@@ -129,6 +132,14 @@ class MetaConfig:
     """GAE lambda."""
     max_grad_norm: float = 1.0
     """Clip the meta-gradient to this global norm."""
+    pretrain_env_steps: int = 0
+    """Env steps of multi-task PPO pretraining on the training tasks that initialises the
+    meta-parameters before the first meta-iteration (0 = random initialisation). Counted in
+    the algorithm's env steps and time budget; keep it <= baselines.multitask_env_steps so
+    multitask_finetune gets at least the same pretraining."""
+    pretrain_reset_exploration: bool = True
+    """Put the pretrained policy's log-std back to policy.log_std_init before meta-training
+    (the inner step needs exploration noise to have something to adapt from)."""
     metasgd_lr_scale: float = 0.1
     """Meta-SGD: outer learning rate of the step sizes = outer_lr * this."""
     reptile_inner_lr: float = 0.1
@@ -497,8 +508,13 @@ def validate(c: RunConfig) -> None:
         raise ConfigError(f"meta.inner_lr_decay = {m.inner_lr_decay}: use a value in (0, 1]")
     if not 0 < m.gamma <= 1 or not 0 <= m.gae_lambda <= 1:
         raise ConfigError("meta.gamma must be in (0, 1] and meta.gae_lambda in [0, 1]")
-    for name in ("meta_iterations", "outer_epochs"):
+    for name in ("meta_iterations", "outer_epochs", "outer_minibatches"):
         _positive(getattr(m, name), f"meta.{name}", "use a whole number >= 1")
+    if m.pretrain_env_steps < 0:
+        raise ConfigError(
+            f"meta.pretrain_env_steps = {m.pretrain_env_steps}: use 0 (no pretraining) or a "
+            "positive env-step budget"
+        )
     if m.reptile_inner_steps < 2:
         raise ConfigError(
             "meta.reptile_inner_steps must be >= 2 (with 1 step Reptile is joint training)"

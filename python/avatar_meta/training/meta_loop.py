@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.utils._pytree as pytree
 
 from avatar_meta.config import RunConfig
 from avatar_meta.envs.rollouts import CollectStats, TaskEnv, collect
@@ -222,6 +223,44 @@ def build_learner(algorithm: str, config: RunConfig, policy: Policy, buffers: Bu
     raise ValueError(f"unknown algorithm {algorithm!r}")
 
 
+def pretrain_meta_params(state: MetaState, config: RunConfig, env: TaskEnv, policy: Policy) -> None:
+    """Initialise `state` (params and normalisation buffers) from multi-task PPO on the
+    training tasks (`meta.pretrain_env_steps`, the `multitask_finetune` baseline's recipe);
+    its env steps and wall time count towards the algorithm's budget."""
+    from avatar_meta.training.baselines import PretrainConfig, pretrain
+
+    m = config.meta
+    t0 = time.perf_counter()
+    dist = config.task_distribution()
+    cfg = PretrainConfig(env_steps=m.pretrain_env_steps)
+    result = pretrain(
+        env,
+        dist.train_tasks(),
+        cfg,
+        config.policy_spec(),
+        config.env.seed + 3,
+        False,
+        f"{state.algorithm} pretrain",
+    )
+    agent = result.agent
+    if m.pretrain_reset_exploration:
+        agent.reset_exploration()
+    target = state.params.init if isinstance(state.params, MetaSGDParams) else state.params
+    with torch.no_grad():
+        for k in target:
+            target[k].copy_(agent.params[k].detach())
+    state.buffers = dict(agent.buffers)
+    state.env_steps += result.env_steps
+    state.learn_seconds += time.perf_counter() - t0
+    logger.info(
+        "%s: pretrained %d env steps in %.1f s (last return %.2f)",
+        state.algorithm,
+        result.env_steps,
+        time.perf_counter() - t0,
+        result.curve[-1]["pre_return"] if result.curve else float("nan"),
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # the loop
 # ---------------------------------------------------------------------------------------------
@@ -229,6 +268,23 @@ def _leaves(params: Any) -> list[torch.Tensor]:
     if isinstance(params, MetaSGDParams):
         return [*params.init.values(), *(t for d in params.lrs for t in d.values())]
     return list(params.values())
+
+
+def task_minibatches(
+    batch: TaskBatch, minibatches: int, generator: torch.Generator
+) -> list[TaskBatch]:
+    """The tasks of a task-stacked batch shuffled and split into `minibatches` near-equal
+    groups (1 = the whole batch, unshuffled): one outer Adam step per group, so an outer epoch
+    takes `minibatches` steps for the price of one full-batch meta-gradient."""
+    k = int(batch.support.obs.shape[0])
+    n = max(1, min(minibatches, k))
+    if n == 1:
+        return [batch]
+    perm = torch.randperm(k, generator=generator)
+    return [
+        TaskBatch(*(pytree.tree_map(lambda x, i=idx: x[i], part) for part in batch))
+        for idx in torch.tensor_split(perm, n)
+    ]
 
 
 def _assign(params: Any, grads: Any) -> float:
@@ -268,6 +324,9 @@ def train_algorithm(
         state.finished = state.finished and state.iteration >= m.meta_iterations
     else:
         state = init_state(algorithm, config, policy)
+        if m.pretrain_env_steps > 0:
+            pretrain_meta_params(state, config, env, policy)
+            save_checkpoint(state, path, config)
     task_bar = progress.add_task(algorithm, total=m.meta_iterations) if progress else None
     if progress is not None:
         progress.update(task_bar, completed=state.iteration)
@@ -312,12 +371,15 @@ def train_algorithm(
             # 5. outer PPO-clip epochs through the inner step -------------------------------
             losses = []
             for _ in range(m.outer_epochs):
-                grads, loss = learner.meta_grad(state.params, TaskBatch(support, query))
-                state.optimizer.zero_grad()
-                log["grad_norm"] = _assign(state.params, grads)
-                torch.nn.utils.clip_grad_norm_(_leaves(state.params), m.max_grad_norm)
-                state.optimizer.step()
-                losses.append(float(loss.detach()))
+                for part in task_minibatches(
+                    TaskBatch(support, query), m.outer_minibatches, state.generator
+                ):
+                    grads, loss = learner.meta_grad(state.params, part)
+                    state.optimizer.zero_grad()
+                    log["grad_norm"] = _assign(state.params, grads)
+                    torch.nn.utils.clip_grad_norm_(_leaves(state.params), m.max_grad_norm)
+                    state.optimizer.step()
+                    losses.append(float(loss.detach()))
             log["meta_loss"] = losses[-1]
             log["meta_loss_first_epoch"] = losses[0]
         # 6. normalisation statistics ------------------------------------------------------
