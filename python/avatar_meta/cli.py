@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a benchmark suite and write its JSON",
         description="Run a benchmark suite; results compare against a baseline in the same run.",
     )
-    bench.add_argument("suite", choices=["protocol", "adaptation"], help="which suite to run")
+    bench.add_argument(
+        "suite", choices=["protocol", "adaptation", "algorithms"], help="which suite to run"
+    )
     bench.add_argument("--out", required=True, help="where to write the JSON result")
     bench.add_argument("--quick", action="store_true", help="short run (for smoke tests)")
     bench.set_defaults(func=_cmd_bench, passthrough=False)

@@ -19,6 +19,7 @@ from typing import Any
 SUITES = {
     "protocol": "avatar_meta.benchmarks.protocol",
     "adaptation": "avatar_meta.benchmarks.adaptation",
+    "algorithms": "avatar_meta.benchmarks.algorithms",
 }
 
 

@@ -137,7 +137,7 @@ def _free_spot_around(centre: np.ndarray, away: np.ndarray, radius: np.ndarray) 
     return spots[np.arange(len(centre)), best]
 
 
-def _actions(
+def actions_for_params(
     plaza: Plaza, params: np.ndarray, patrol_slot: np.ndarray, band: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Drive to the family targets; greet when inside `band` metres of the target distance."""
@@ -159,7 +159,7 @@ def scripted_actions(plaza: Plaza) -> tuple[np.ndarray, np.ndarray]:
     """The oracle: drive with the true hidden parameters (and the true patrol target)."""
     state = plaza.state()
     band = np.full(plaza.n_agents, 0.25)
-    return _actions(plaza, state["params"], state["patrol_slot"], band)
+    return actions_for_params(plaza, state["params"], state["patrol_slot"], band)
 
 
 # ================================================================================== baselines
@@ -199,7 +199,7 @@ class TaskAgnosticController:
         params[reach, 0] = nearest[reach]
         # Patrol as "route 0 from slot s": route (0, 1, 2) puts landmark s at slot s.
         band = np.full(plaza.n_agents, 0.25)
-        return _actions(plaza, params, self._next, band)
+        return actions_for_params(plaza, params, self._next, band)
 
 
 def random_actions(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
