@@ -239,8 +239,9 @@ def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
     from avatar_meta import contract
+    from avatar_meta.world.unity_client import COMMUNICATION_VERSION
 
-    out = {"protocol": "mlagents 1.5.0 / contract " + contract.CONTRACT_VERSION}
+    out = {"protocol": COMMUNICATION_VERSION, "contract": contract.CONTRACT_VERSION}
     for name in ("avatar-meta", "mlagents", "mlagents-envs", "torch"):
         try:
             out[name] = md.version(name)
