@@ -22,6 +22,7 @@ mapped with `torch.func.vmap`.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -368,7 +369,7 @@ class MetricConfig:
     seed: int = 0
 
 
-class _MetricLearner:
+class _MetricLearner(ABC):
     """Common object API: `fit` on an episode sampler, `predict`/`log_probs` on an episode."""
 
     name = "metric"
@@ -379,10 +380,11 @@ class _MetricLearner:
         self.config = config or MetricConfig()
         self.history: list[float] = []
 
+    @abstractmethod
     def logits(
         self, params: Params, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
     ) -> Tensor:
-        raise NotImplementedError
+        """Query logits [Q, n_way] from a labelled support set (pure in params)."""
 
     def loss(self, params: Params, episodes: Episode, n_way: int) -> Tensor:
         """Mean query cross-entropy over a stacked batch of episodes (pure in params)."""

@@ -19,6 +19,7 @@ Points are complex numbers x + 1j * z (see `geometry`).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,7 +72,7 @@ class Outcome:
     success: np.ndarray | None = None  # [n] bool, task just completed (ends the episode early)
 
 
-class Scenario:
+class Scenario(ABC):
     """Base class: what a family overrides. Constants in CAPITALS are the tuning knobs."""
 
     name = ""
@@ -90,8 +91,9 @@ class Scenario:
         The plaza calls it at episode start to initialise `Memory.prev_dist`."""
         return np.zeros(len(frame.pos))
 
+    @abstractmethod
     def reward(self, frame: Frame, params: np.ndarray, memory: Memory) -> Outcome:
-        raise NotImplementedError
+        """This step's reward per avatar (and success, progress memory updates)."""
 
     def episode_success(
         self,
