@@ -23,44 +23,17 @@ from typing import Any
 import torch
 
 from avatar_meta.benchmarks import write_result
+from avatar_meta.benchmarks.training import random_tasks, time_meta_grad
 from avatar_meta.meta import MAML, MAMLConfig, TaskBatch, leaf_params, policy_losses, task_slice
-from avatar_meta.rl import Policy, PolicySpec, RLBatch, make_batch, stack_batches
+from avatar_meta.rl import Policy, PolicySpec
 
 SIZES = ((20, 400), (40, 40))
-
-
-def random_tasks(policy: Policy, tasks: int, n: int, seed: int = 0) -> TaskBatch:
-    """Synthetic support/query batches with the real shapes (content does not affect time)."""
-    params, buffers = policy.init(seed)
-    gen = torch.Generator().manual_seed(seed)
-
-    def one() -> RLBatch:
-        obs = torch.randn(n, policy.spec.obs_size, generator=gen)
-        mask = torch.rand(n, policy.spec.num_discrete, generator=gen) < 0.3
-        mask[:, 0] = False
-        res = policy.act(params, buffers, obs, mask, generator=gen)
-        adv, ret = torch.randn(n, generator=gen), torch.randn(n, generator=gen)
-        return make_batch(
-            obs, mask, res.cont_action, res.gesture, adv, ret, res.log_prob, res.value
-        )
-
-    return TaskBatch(
-        stack_batches([one() for _ in range(tasks)]), stack_batches([one() for _ in range(tasks)])
-    )
 
 
 def time_meta_iteration(
     maml: MAML, params: dict[str, torch.Tensor], tasks: TaskBatch, repeats: int
 ) -> dict[str, float]:
-    """Median and min seconds of `maml.meta_grad` over `repeats` runs after 2 warm-ups."""
-    for _ in range(2):
-        maml.meta_grad(params, tasks)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        maml.meta_grad(params, tasks)
-        times.append(time.perf_counter() - start)
-    return {"median_s": round(statistics.median(times), 5), "min_s": round(min(times), 5)}
+    return time_meta_grad(maml, params, tasks, repeats)
 
 
 def time_autograd_loop(

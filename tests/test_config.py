@@ -51,6 +51,7 @@ def test_overrides_none_keeps_file_value(tmp_path: Path) -> None:
         ),
         ({"tasks": {"families": ["patrl"]}}, ["tasks.families[0]", "did you mean 'patrol'"]),
         ({"tasks": {"heldout_family": "dance"}}, ["tasks.heldout_family", "use one of"]),
+        ({"tasks": {"heldout_family": "patrol"}}, ["tasks.heldout_family", "meta.per_family"]),
         ({"meta": {"algorithms": ["mamll"]}}, ["meta.algorithms[0]", "did you mean 'maml'"]),
         ({"meta": {"support_episodes": 40}}, ["meta.support_episodes", "1..20"]),
         ({"eval": {"episodes_per_step": 0}}, ["eval.episodes_per_step"]),

@@ -98,10 +98,13 @@ def test_pretraining_initialises_the_meta_parameters(tmp_path: Path) -> None:
     policy = Policy(config.policy_spec())
     env = make_env(config)
     state = init_state("maml", config, policy)
-    fresh = {k: v.clone() for k, v in state.init_params.items()}
+    fresh = {k: v.clone() for k, v in state.init_params("reach_landmark").items()}
     pretrain_meta_params(state, config, env, policy)
     assert state.env_steps >= 2000 and float(state.buffers["obs_count"]) > 0
-    moved = {k: float((state.init_params[k] - fresh[k]).abs().max()) for k in fresh}
+    after = state.init_params("reach_landmark")
+    moved = {k: float((after[k] - fresh[k]).abs().max()) for k in fresh}
+    for k, v in state.init_params("follow_visitor").items():  # every family starts there
+        assert torch.equal(v, after[k])
     assert moved["actor.log_std"] == 0.0  # exploration reset
     for prefix in ("actor.", "critic."):  # both networks were trained
         assert max(v for k, v in moved.items() if k.startswith(prefix)) > 1e-2
@@ -127,12 +130,56 @@ def test_outer_minibatches_split_tasks_and_take_more_steps(tmp_path: Path) -> No
     assert sorted(seen[:, 0].tolist()) == [0.0, 2.0, 4.0, 6.0, 8.0]
     for p in parts:  # support and query stay paired per task
         assert torch.equal(p.query.obs, p.support.obs + 100)
-    config = tiny(algorithms=["maml"], meta_iterations=1, outer_epochs=2, outer_minibatches=4)
+    # shared meta-policy: 4 tasks in 4 minibatches; per family: each family's 2 tasks in 2
+    for per_family, steps in ((False, 4), (True, 2)):
+        config = tiny(
+            algorithms=["maml"],
+            meta_iterations=1,
+            outer_epochs=2,
+            outer_minibatches=4,
+            per_family=per_family,
+        )
+        env = make_env(config)
+        state = train_algorithm("maml", config, env, tmp_path / str(per_family))
+        env.close()
+        opt = state.optimizer.state_dict()["state"]
+        assert int(next(iter(opt.values()))["step"]) == 2 * steps
+
+
+def test_per_family_meta_policies_train_and_evaluate_separately(tmp_path: Path) -> None:
+    """One meta-policy per family: both move during meta-training and end up different; the
+    checkpoint holds both; evaluation starts each held-out task from its own family's policy
+    (proved by breaking one family's policy and watching only that family's returns change)."""
+    from avatar_meta.training.meta_loop import SHARED_KEY, policy_keys
+
+    config = tiny(algorithms=["maml"], meta_iterations=1)
+    assert policy_keys(config) == ["reach_landmark", "follow_visitor"]
+    assert policy_keys(tiny(per_family=False)) == [SHARED_KEY]
     env = make_env(config)
     state = train_algorithm("maml", config, env, tmp_path)
+    reach, follow = state.init_params("reach_landmark"), state.init_params("follow_visitor")
+    assert not torch.equal(reach["actor.0.weight"], follow["actor.0.weight"])
+    path = checkpoint_path(tmp_path, "maml")
+    ck = load_checkpoint(path)
+    assert ck["policy_keys"] == ["reach_landmark", "follow_visitor"]
+    assert torch.equal(ck["params"]["actor.0.weight"], reach["actor.0.weight"])
     env.close()
-    opt = state.optimizer.state_dict()["state"]
-    assert int(next(iter(opt.values()))["step"]) == 2 * 4
+    heldout = config.task_distribution().heldout()
+    env = make_env(config)
+    before = evaluate_checkpoint("maml", config, env, tmp_path, heldout)
+    env.close()
+    # turn the follow policy around for good: full speed backwards, whatever it sees
+    ck["params_by_key"]["follow_visitor"]["actor.mu.weight"].zero_()
+    ck["params_by_key"]["follow_visitor"]["actor.mu.bias"].copy_(torch.tensor([-50.0, 50.0]))
+    torch.save(ck, path)
+    env = make_env(config)
+    after = evaluate_checkpoint("maml", config, env, tmp_path, heldout)
+    env.close()
+    for b, a in zip(before, after, strict=True):
+        if b["family"] == "reach_landmark":
+            assert a["return_by_step"][0] == b["return_by_step"][0]
+        else:
+            assert a["return_by_step"][0] != b["return_by_step"][0]
 
 
 class _Obs(NamedTuple):

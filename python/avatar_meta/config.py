@@ -154,6 +154,11 @@ class MetaConfig:
     """Wall-clock budget per algorithm; training stops at whichever limit comes first."""
     use_vmap: bool = True
     """Batch tasks with torch.func.vmap (false = per-task loop, same numbers)."""
+    per_family: bool = True
+    """One meta-learned initialisation per scenario family (the designer picks the family; the
+    hidden parameters are what adaptation infers). false = one shared initialisation for all
+    families, which must then also infer the family from rewards (needed for
+    tasks.heldout_family)."""
 
 
 @dataclass
@@ -438,6 +443,12 @@ def validate(c: RunConfig) -> None:
     _check_families(c.tasks.families, "tasks.families")
     if c.tasks.heldout_family is not None:
         _check_families([c.tasks.heldout_family], "tasks.heldout_family")
+        if m.per_family:
+            raise ConfigError(
+                f"tasks.heldout_family = {c.tasks.heldout_family!r} needs meta.per_family: false "
+                "(a held-out family has no meta-policy of its own; set meta.per_family: false to "
+                "meta-train one shared initialisation that can transfer)"
+            )
     try:
         dist = c.task_distribution()
     except TaskError as err:

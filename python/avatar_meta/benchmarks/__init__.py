@@ -20,6 +20,7 @@ SUITES = {
     "protocol": "avatar_meta.benchmarks.protocol",
     "adaptation": "avatar_meta.benchmarks.adaptation",
     "algorithms": "avatar_meta.benchmarks.algorithms",
+    "training": "avatar_meta.benchmarks.training",
 }
 
 

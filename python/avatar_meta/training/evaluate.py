@@ -95,10 +95,16 @@ def evaluate_tasks(
     method: str,
     seed: int = 0,
 ) -> list[HeldoutRecord]:
-    """Records (one per task) with `return_by_step` of length adaptation_steps + 1."""
+    """Records (one per task) with `return_by_step` of length adaptation_steps + 1.
+
+    `init` is one initialisation for every task, or already stacked per task [K, ...] (one
+    meta-policy per family); `adapt_fn` then adapts the whole stack."""
     ev, m = config.eval, config.meta
     generator = torch.Generator().manual_seed(seed)
-    stacked = stack_params(init, len(tasks))
+    if _is_stacked(init, policy):
+        stacked = {k: v.detach() for k, v in init.items()}
+    else:
+        stacked = stack_params(init, len(tasks))
     returns: list[np.ndarray] = []
     steps = np.zeros(len(tasks), dtype=np.int64)
     start = time.perf_counter()
@@ -118,6 +124,31 @@ def evaluate_tasks(
     ]
 
 
+def _is_stacked(params: Params, policy: Policy) -> bool:
+    """True if every entry has one more (leading) dimension than the policy's shapes."""
+    from avatar_meta.rl.policy import param_shapes
+
+    shapes = param_shapes(policy.spec)
+    return all(params[k].dim() == len(shapes[k]) + 1 for k in shapes)
+
+
+def grouped_adapt_fn(fns: dict[str, AdaptFn], keys: Sequence[str]) -> AdaptFn:
+    """One AdaptFn over a mixed stack: task i adapts with `fns[keys[i]]` (per-family
+    meta-policies have their own adaptation rule, e.g. Meta-SGD's learned step sizes)."""
+    from avatar_meta.training.meta_loop import scatter_tasks, take_tasks, task_groups
+
+    groups = task_groups(list(keys))
+
+    def fn(stacked: Params, batch: Any, step: int) -> Params:
+        parts = {
+            key: fns[key](take_tasks(stacked, idx), take_tasks(batch, idx), step)
+            for key, idx in groups.items()
+        }
+        return scatter_tasks(parts, groups, len(keys))
+
+    return fn
+
+
 def evaluate_checkpoint(
     algorithm: str,
     config: RunConfig,
@@ -126,17 +157,30 @@ def evaluate_checkpoint(
     tasks: Sequence[Task],
 ) -> list[HeldoutRecord]:
     """Load `checkpoints/<algorithm>.pt` and evaluate it on `tasks`."""
-    from avatar_meta.training.meta_loop import checkpoint_path, load_checkpoint
+    from avatar_meta.training.meta_loop import checkpoint_path, load_checkpoint, policy_key
 
     ck = load_checkpoint(checkpoint_path(run_dir, algorithm))
     policy = Policy(config.policy_spec())
-    adapt_fn = make_adapt_fn(algorithm, config, policy, ck["buffers"], ck.get("metasgd_lrs"))
+    by_key: dict[str, Params] = ck["params_by_key"]
+    lrs_by_key = ck.get("metasgd_lrs_by_key") or {}
+    keys = [policy_key(config, t.family) for t in tasks]
+    missing = sorted(set(keys) - set(by_key))
+    if missing:
+        raise ValueError(
+            f"checkpoint of {algorithm} has no meta-policy for {missing}; it was trained on "
+            f"{sorted(by_key)}"
+        )
+    fns = {
+        key: make_adapt_fn(algorithm, config, policy, ck["buffers"], lrs_by_key.get(key))
+        for key in set(keys)
+    }
+    init = {n: torch.stack([by_key[k][n] for k in keys]) for n in by_key[keys[0]]}
     return evaluate_tasks(
         env,
         policy,
-        ck["params"],
+        init,
         ck["buffers"],
-        adapt_fn,
+        grouped_adapt_fn(fns, keys),
         tasks,
         config,
         algorithm,

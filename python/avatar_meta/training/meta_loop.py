@@ -2,7 +2,7 @@
 
 Per meta-iteration:
   1. sample a stratified meta-batch of K training tasks (`TaskDistribution.sample_train`);
-  2. collect `support_episodes` per task with the meta-policy (one task per area, `collect`);
+  2. collect `support_episodes` per task with its family's meta-policy (one task per area);
   3. adapt per task: one vanilla-PG step on normalised GAE advantages (vmap over tasks);
   4. collect `query_episodes` per task with the adapted params (not for Reptile);
   5. outer update with Adam: MAML (second order) / FOMAML / Meta-SGD take `outer_epochs`
@@ -10,6 +10,13 @@ Per meta-iteration:
      towards the parameters k PPO-SGD steps reach (Nichol et al. 2018);
   6. fold the iteration's observations into the normalisation statistics;
   7. log (TensorBoard, progress bar) and checkpoint atomically (tmp file + os.replace).
+
+Per-family meta-policies (`meta.per_family`, the default): the meta-parameters are one
+initialisation per scenario family, keyed by family name (`SHARED_KEY` when off). The
+designer chooses the family of a scene, so it is known at adaptation time; the hidden
+parameters (which landmark, which gesture, what distance) are what adaptation infers. One
+environment pass still runs the whole meta-batch; the learner is applied per family group
+(`task_groups`) and one Adam step updates every family's parameters.
 
 Gotchas
 - The query batch's `old_log_prob` comes from the adapted policy, so the first outer epoch
@@ -55,7 +62,6 @@ from avatar_meta.training.common import (
     mean_returns,
     per_task_policy_fn,
     rollouts_to_tasks,
-    shared_policy_fn,
 )
 
 logger = logging.getLogger("avatar_meta.training")
@@ -65,12 +71,29 @@ ADAPT_PREFIX = "actor."
 # ---------------------------------------------------------------------------------------------
 # state and checkpoints
 # ---------------------------------------------------------------------------------------------
+SHARED_KEY = "all"
+"""Policy key of the single shared initialisation (`meta.per_family: false`)."""
+
+
+def policy_keys(config: RunConfig) -> list[str]:
+    """The meta-policies a run trains: one per training family, or one shared."""
+    if not config.meta.per_family:
+        return [SHARED_KEY]
+    return list(config.task_distribution().train_families)
+
+
+def policy_key(config: RunConfig, family: str) -> str:
+    """Which meta-policy a task of `family` starts from."""
+    return family if config.meta.per_family else SHARED_KEY
+
+
 @dataclass
 class MetaState:
-    """Everything a checkpoint holds; `params` is a Params dict, or MetaSGDParams."""
+    """Everything a checkpoint holds. `params` maps a policy key (a family name, or
+    `SHARED_KEY`) to that meta-policy's parameters: a Params dict, or MetaSGDParams."""
 
     algorithm: str
-    params: Any
+    params: dict[str, Any]
     buffers: Buffers
     optimizer: torch.optim.Optimizer
     np_rng: np.random.Generator
@@ -83,11 +106,19 @@ class MetaState:
     finished: bool = False
     curve: list[dict[str, float]] = field(default_factory=list)
 
-    @property
-    def init_params(self) -> Params:
-        """The meta-learned initialisation (for Meta-SGD: without the step sizes)."""
-        p = self.params.init if isinstance(self.params, MetaSGDParams) else self.params
-        return {k: v.detach() for k, v in p.items()}
+    def init_params(self, key: str) -> Params:
+        """The meta-learned initialisation of one policy key (Meta-SGD: without step sizes)."""
+        return _init_of(self.params[key])
+
+    def task_init(self, keys: list[str]) -> Params:
+        """Per-task initialisations stacked [K, ...] (task i starts from `keys[i]`)."""
+        inits = [self.init_params(k) for k in keys]
+        return {n: torch.stack([p[n] for p in inits]) for n in inits[0]}
+
+
+def _init_of(params: Any) -> Params:
+    p = params.init if isinstance(params, MetaSGDParams) else params
+    return {k: v.detach() for k, v in p.items()}
 
 
 def checkpoint_path(run_dir: Path, algorithm: str) -> Path:
@@ -95,14 +126,24 @@ def checkpoint_path(run_dir: Path, algorithm: str) -> Path:
 
 
 def save_checkpoint(state: MetaState, path: Path, config: RunConfig) -> None:
-    """Atomic: write `<path>.tmp`, fsync, then os.replace over the previous checkpoint."""
-    params = state.params
+    """Atomic: write `<path>.tmp`, fsync, then os.replace over the previous checkpoint.
+
+    `params_by_key` / `metasgd_lrs_by_key` hold every meta-policy; `params` / `metasgd_lrs`
+    repeat the first one (the run's default export) for readers that take one policy."""
+    by_key = {k: _init_of(p) for k, p in state.params.items()}
+    lrs_by_key = {
+        k: [_detach(d) for d in p.lrs]
+        for k, p in state.params.items()
+        if isinstance(p, MetaSGDParams)
+    }
+    first = next(iter(state.params))
     payload = {
         "algorithm": state.algorithm,
-        "params": _detach(params.init if isinstance(params, MetaSGDParams) else params),
-        "metasgd_lrs": [_detach(d) for d in params.lrs]
-        if isinstance(params, MetaSGDParams)
-        else None,
+        "policy_keys": list(state.params),
+        "params_by_key": by_key,
+        "metasgd_lrs_by_key": lrs_by_key or None,
+        "params": by_key[first],
+        "metasgd_lrs": lrs_by_key.get(first),
         "buffers": state.buffers,
         "optimizer": state.optimizer.state_dict(),
         "np_rng": state.np_rng.bit_generator.state,
@@ -135,17 +176,26 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def init_state(algorithm: str, config: RunConfig, policy: Policy) -> MetaState:
-    """Fresh meta-parameters, Adam and RNGs for one algorithm (seeded by env.seed)."""
+    """Fresh meta-parameters (the same initial weights for every policy key), Adam and RNGs
+    for one algorithm (seeded by env.seed)."""
     seed = config.env.seed
     params, buffers = policy.init(seed=seed)
     m = config.meta
-    leaf = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
-    meta_params: Any = leaf
-    groups: list[dict[str, Any]] = [{"params": list(leaf.values()), "lr": m.outer_lr}]
-    if algorithm == "metasgd":
-        meta_params = MetaSGD(_unused, _unused, _metasgd_cfg(config)).init(leaf)
-        lrs = [t for d in meta_params.lrs for t in d.values()]
-        groups.append({"params": lrs, "lr": m.outer_lr * m.metasgd_lr_scale})
+    meta_params: dict[str, Any] = {}
+    weights: list[torch.Tensor] = []
+    step_sizes: list[torch.Tensor] = []
+    for key in policy_keys(config):
+        leaf = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+        weights += leaf.values()
+        if algorithm == "metasgd":
+            sgd = MetaSGD(_unused, _unused, _metasgd_cfg(config)).init(leaf)
+            step_sizes += [t for d in sgd.lrs for t in d.values()]
+            meta_params[key] = sgd
+        else:
+            meta_params[key] = leaf
+    groups: list[dict[str, Any]] = [{"params": weights, "lr": m.outer_lr}]
+    if step_sizes:
+        groups.append({"params": step_sizes, "lr": m.outer_lr * m.metasgd_lr_scale})
     optimizer = torch.optim.Adam(groups, eps=1e-5)
     generator = torch.Generator().manual_seed(seed)
     return MetaState(
@@ -161,14 +211,22 @@ def restore_state(algorithm: str, config: RunConfig, policy: Policy, path: Path)
     """A MetaState from a checkpoint written by `save_checkpoint`."""
     ck = load_checkpoint(path)
     state = init_state(algorithm, config, policy)
+    saved_keys = list(ck.get("policy_keys") or [])
+    if saved_keys != list(state.params):
+        raise ValueError(
+            f"{path}: its meta-policies {saved_keys} do not match this config's "
+            f"{list(state.params)} (meta.per_family or tasks.families changed); "
+            "resume with the run's own config.yaml or start over with --force"
+        )
     with torch.no_grad():
-        target = state.params.init if isinstance(state.params, MetaSGDParams) else state.params
-        for k in target:
-            target[k].copy_(ck["params"][k])
-        if isinstance(state.params, MetaSGDParams):
-            for d, saved in zip(state.params.lrs, ck["metasgd_lrs"], strict=True):
-                for k in d:
-                    d[k].copy_(saved[k])
+        for key, params in state.params.items():
+            target = params.init if isinstance(params, MetaSGDParams) else params
+            for k in target:
+                target[k].copy_(ck["params_by_key"][key][k])
+            if isinstance(params, MetaSGDParams):
+                for d, saved in zip(params.lrs, ck["metasgd_lrs_by_key"][key], strict=True):
+                    for k in d:
+                        d[k].copy_(saved[k])
     state.optimizer.load_state_dict(ck["optimizer"])
     state.buffers = ck["buffers"]
     state.np_rng.bit_generator.state = ck["np_rng"]
@@ -245,10 +303,11 @@ def pretrain_meta_params(state: MetaState, config: RunConfig, env: TaskEnv, poli
     agent = result.agent
     if m.pretrain_reset_exploration:
         agent.reset_exploration()
-    target = state.params.init if isinstance(state.params, MetaSGDParams) else state.params
-    with torch.no_grad():
-        for k in target:
-            target[k].copy_(agent.params[k].detach())
+    with torch.no_grad():  # every meta-policy starts from the multi-task policy
+        for params in state.params.values():
+            target = params.init if isinstance(params, MetaSGDParams) else params
+            for k in target:
+                target[k].copy_(agent.params[k].detach())
     state.buffers = dict(agent.buffers)
     state.env_steps += result.env_steps
     state.learn_seconds += time.perf_counter() - t0
@@ -270,6 +329,31 @@ def _leaves(params: Any) -> list[torch.Tensor]:
     return list(params.values())
 
 
+def task_groups(keys: list[str]) -> dict[str, torch.Tensor]:
+    """Policy key -> indices of the meta-batch's tasks that start from it (sorted keys)."""
+    return {
+        key: torch.tensor([i for i, k in enumerate(keys) if k == key], dtype=torch.long)
+        for key in sorted(set(keys))
+    }
+
+
+def take_tasks(batch: Any, index: torch.Tensor) -> Any:
+    """The tasks `index` of a task-stacked pytree (None stays None)."""
+    if batch is None:
+        return None
+    return pytree.tree_map(lambda x: x[index], batch)
+
+
+def scatter_tasks(parts: dict[str, Params], groups: dict[str, torch.Tensor], k: int) -> Params:
+    """Inverse of `take_tasks` over all groups: per-group stacked params -> [k, ...]."""
+    first = next(iter(parts.values()))
+    out = {n: v.new_zeros((k, *v.shape[1:])) for n, v in first.items()}
+    for key, index in groups.items():
+        for n in out:
+            out[n][index] = parts[key][n]
+    return out
+
+
 def task_minibatches(
     batch: TaskBatch, minibatches: int, generator: torch.Generator
 ) -> list[TaskBatch]:
@@ -285,6 +369,13 @@ def task_minibatches(
         TaskBatch(*(pytree.tree_map(lambda x, i=idx: x[i], part) for part in batch))
         for idx in torch.tensor_split(perm, n)
     ]
+
+
+def _clip_per_key(params: dict[str, Any], groups: dict[str, torch.Tensor], limit: float) -> float:
+    """Clip each meta-policy's gradient to `limit` on its own (one family's large returns
+    must not shrink another's step); returns the largest norm before clipping."""
+    norms = [float(torch.nn.utils.clip_grad_norm_(_leaves(params[key]), limit)) for key in groups]
+    return max(norms)
 
 
 def _assign(params: Any, grads: Any) -> float:
@@ -338,9 +429,11 @@ def train_algorithm(
             break
         # 1. meta-batch -------------------------------------------------------------------
         tasks = dist.sample_train(state.np_rng, m.meta_batch_size)
+        keys = [policy_key(config, t.family) for t in tasks]
+        groups = task_groups(keys)
         stats = CollectStats()
-        # 2. support episodes with the meta-policy ------------------------------------------
-        act = shared_policy_fn(policy, state.init_params, state.buffers, state.generator)
+        # 2. support episodes with each task's meta-policy ----------------------------------
+        act = per_task_policy_fn(policy, state.task_init(keys), state.buffers, state.generator)
         support_roll = collect(env, act, tasks, m.support_episodes, stats=stats)
         t_learn = time.perf_counter()
         support = rollouts_to_tasks(support_roll, m.gamma, m.gae_lambda)
@@ -350,16 +443,28 @@ def train_algorithm(
         learn_s = 0.0
         if algorithm == "reptile":
             # 5'. Reptile: gradient of 0.5||theta - phi||^2 is theta - mean phi; Adam steps it.
-            loss = learner.meta_loss(state.params, TaskBatch(support, None))
             state.optimizer.zero_grad()
-            loss.backward()
-            log["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(_leaves(state.params), 1e9))
+            meta_loss = 0.0
+            for key, index in groups.items():
+                loss = learner.meta_loss(
+                    state.params[key], TaskBatch(take_tasks(support, index), None)
+                )
+                loss.backward()
+                meta_loss += float(loss.detach()) * len(index) / len(tasks)
+            log["grad_norm"] = _clip_per_key(state.params, groups, 1e9)
             state.optimizer.step()
-            log["meta_loss"] = float(loss.detach())
+            log["meta_loss"] = meta_loss
             post = None
         else:
-            # 3. adapt per task (no grad, vmap) -------------------------------------------
-            adapted = learner.adapt_tasks(state.params, support)
+            # 3. adapt per task (no grad, vmap within each family) ---------------------------
+            adapted = scatter_tasks(
+                {
+                    key: learner.adapt_tasks(state.params[key], take_tasks(support, index))
+                    for key, index in groups.items()
+                },
+                groups,
+                len(tasks),
+            )
             learn_s += time.perf_counter() - t_learn
             # 4. query episodes with the adapted params -------------------------------------
             act_k = per_task_policy_fn(policy, adapted, state.buffers, state.generator)
@@ -369,17 +474,27 @@ def train_algorithm(
             rows = torch.cat([rows, all_obs(query_roll)])
             post = mean_returns(query_roll)
             # 5. outer PPO-clip epochs through the inner step -------------------------------
+            parts = {
+                key: task_minibatches(
+                    TaskBatch(take_tasks(support, index), take_tasks(query, index)),
+                    m.outer_minibatches,
+                    state.generator,
+                )
+                for key, index in groups.items()
+            }
             losses = []
             for _ in range(m.outer_epochs):
-                for part in task_minibatches(
-                    TaskBatch(support, query), m.outer_minibatches, state.generator
-                ):
-                    grads, loss = learner.meta_grad(state.params, part)
+                for j in range(max(len(p) for p in parts.values())):
                     state.optimizer.zero_grad()
-                    log["grad_norm"] = _assign(state.params, grads)
-                    torch.nn.utils.clip_grad_norm_(_leaves(state.params), m.max_grad_norm)
+                    epoch_loss = 0.0
+                    for key, key_parts in parts.items():
+                        if j < len(key_parts):
+                            grads, loss = learner.meta_grad(state.params[key], key_parts[j])
+                            _assign(state.params[key], grads)
+                            epoch_loss += float(loss.detach()) / len(parts)
+                    log["grad_norm"] = _clip_per_key(state.params, groups, m.max_grad_norm)
                     state.optimizer.step()
-                    losses.append(float(loss.detach()))
+                    losses.append(epoch_loss)
             log["meta_loss"] = losses[-1]
             log["meta_loss_first_epoch"] = losses[0]
         # 6. normalisation statistics ------------------------------------------------------
@@ -446,6 +561,8 @@ def _tensorboard(
         writer.add_scalar(f"{algorithm}/pre_return/{f}", float(pre[fam == f].mean()), step)
         if post is not None:
             writer.add_scalar(f"{algorithm}/post_return/{f}", float(post[fam == f].mean()), step)
-    if isinstance(state.params, MetaSGDParams):
-        for k, v in state.params.lrs[0].items():
-            writer.add_scalar(f"{algorithm}/inner_lr/{k}", float(v.detach().abs().mean()), step)
+    for key, params in state.params.items():
+        if isinstance(params, MetaSGDParams):
+            prefix = f"{algorithm}/inner_lr" + ("" if key == SHARED_KEY else f"/{key}")
+            for k, v in params.lrs[0].items():
+                writer.add_scalar(f"{prefix}/{k}", float(v.detach().abs().mean()), step)
