@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -243,7 +244,28 @@ def test_sigkill_then_resume_continues_from_last_completed_iteration(tmp_path: P
     iters = [int(e["iteration"]) for e in final["curve"]]
     assert iters == list(range(1, killed_at + 3))  # continued at killed_at + 1, no gap or repeat
     assert final["finished"] and not list(ck.parent.glob("*.tmp"))
-    assert (tmp_path / "k" / "heldout_meta.json").exists()
+    records = tmp_path / "k" / "heldout_meta.json"
+    assert records.exists()
+    # `avatar-meta evaluate` re-runs the held-out evaluation of the finished run
+    first = json.loads(records.read_text())
+    records.unlink()
+    (tmp_path / "k" / "report.md").unlink()
+    again = subprocess.run(
+        _cli("evaluate", "--run-id", "k", "--results-dir", str(tmp_path)),
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    redone = json.loads(records.read_text())
+    assert [(r["task"], r["method"]) for r in redone] == [(r["task"], r["method"]) for r in first]
+    assert all(len(r["return_by_step"]) == 4 for r in redone)
+    assert (tmp_path / "k" / "report.md").exists()
+    missing = subprocess.run(
+        _cli("evaluate", "--run-id", "nope", "--results-dir", str(tmp_path)),
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode != 0 and "train it first" in missing.stderr
 
 
 @pytest.mark.slow
