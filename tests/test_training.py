@@ -86,6 +86,11 @@ def test_each_algorithm_trains_checkpoints_and_evaluates(algorithm: str, tmp_pat
     envelope = (tmp_path / f"{contract.BEHAVIOR_NAME}.weights.bin").read_bytes()
     public = signing.load_public_key(tmp_path / "keys" / "public.pem")
     assert signing.verify(envelope, public).behavior_name == contract.BEHAVIOR_NAME
+    for family in ("reach_landmark", "follow_visitor"):  # one meta-policy per family
+        stem = f"{contract.BEHAVIOR_NAME}.{family}"
+        assert (tmp_path / f"{stem}.onnx").is_file()
+        weights = signing.verify((tmp_path / f"{stem}.weights.bin").read_bytes(), public)
+        assert weights.task_id == family
 
 
 def test_pretraining_initialises_the_meta_parameters(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 Checkpoints are the meta-training job's `results/<run>/checkpoints/<algorithm>.pt` (a dict
 with `params`, `buffers` and the run's `config`, whose `policy` section holds the PolicySpec
-fields). The exported policy is the meta-learned initialisation itself; adapted policies leave
-the trainer through the PolicyChannel or the adaptation service instead.
+fields; runs with one meta-policy per family also hold `params_by_key`, keyed by family
+name, and `params` repeats the first). The exported policy is the meta-learned
+initialisation itself; adapted policies leave the trainer through the PolicyChannel or the
+adaptation service instead.
 """
 
 from __future__ import annotations
@@ -29,16 +31,33 @@ _SPEC_FIELDS = (
 )
 
 
-def load_policy(path: str | Path) -> tuple[PolicySpec, Params, Buffers]:
-    """(spec, params, buffers) of a checkpoint; ValueError naming what is missing."""
+def policy_keys(path: str | Path) -> list[str]:
+    """The meta-policies a checkpoint holds (family names, or ["all"]); [] if it has one
+    unnamed policy."""
+    payload: dict[str, Any] = torch.load(Path(path), map_location="cpu", weights_only=False)
+    return list(payload.get("policy_keys") or []) if isinstance(payload, dict) else []
+
+
+def load_policy(path: str | Path, key: str | None = None) -> tuple[PolicySpec, Params, Buffers]:
+    """(spec, params, buffers) of a checkpoint; `key` picks one meta-policy of a per-family
+    checkpoint (None = its first). ValueError naming what is missing."""
     payload: dict[str, Any] = torch.load(Path(path), map_location="cpu", weights_only=False)
     if not isinstance(payload, dict) or "params" not in payload or "buffers" not in payload:
         raise ValueError(f"{path} is not an avatar-meta checkpoint (no params/buffers)")
+    params = payload["params"]
+    if key is not None:
+        by_key = payload.get("params_by_key") or {}
+        if key not in by_key:
+            raise ValueError(
+                f"{path} has no meta-policy {key!r}; it holds {sorted(by_key) or ['one']} "
+                "(pass one of those as --family)"
+            )
+        params = by_key[key]
     section = dict((payload.get("config") or {}).get("policy") or {})
     fields = {k: section[k] for k in _SPEC_FIELDS if k in section}
     if "hidden" in fields:
         fields["hidden"] = tuple(fields["hidden"])
-    return PolicySpec(**fields), dict(payload["params"]), dict(payload["buffers"])
+    return PolicySpec(**fields), dict(params), dict(payload["buffers"])
 
 
 @dataclass(frozen=True)
@@ -55,13 +74,18 @@ def export_checkpoint(
     version: int = 1,
     task_id: str = "",
     behavior: str = contract.BEHAVIOR_NAME,
+    family: str | None = None,
+    stem: str | None = None,
 ) -> ExportResult:
-    """Write `<behavior>.onnx` and, with a private key, `<behavior>.weights.bin` (a signed
-    PolicyWeightsEnvelope). Unsigned weights are never written: clients would refuse them."""
-    spec, params, buffers = load_policy(checkpoint)
+    """Write `<stem>.onnx` and, with a private key, `<stem>.weights.bin` (a signed
+    PolicyWeightsEnvelope; stem defaults to the behaviour name). `family` picks one
+    meta-policy of a per-family checkpoint. Unsigned weights are never written: clients
+    would refuse them."""
+    spec, params, buffers = load_policy(checkpoint, family)
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    onnx_path = folder / f"{behavior}.onnx"
+    stem = stem or behavior
+    onnx_path = folder / f"{stem}.onnx"
     onnx_path.write_bytes(export_policy(spec, params, buffers).SerializeToString())
     weights_path = None
     if sign_key is not None:
@@ -75,6 +99,6 @@ def export_checkpoint(
             has_critic=False,
         )
         envelope = signing.sign(packed, signing.load_private_key(sign_key))
-        weights_path = folder / f"{behavior}.weights.bin"
+        weights_path = folder / f"{stem}.weights.bin"
         weights_path.write_bytes(envelope.SerializeToString())
     return ExportResult(onnx_path, weights_path)

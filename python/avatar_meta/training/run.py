@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from avatar_meta import contract
 from avatar_meta.config import RunConfig, dump_config, load_config
 from avatar_meta.training.common import make_env
 from avatar_meta.training.records import HeldoutRecord, load_records, save_records
@@ -150,7 +151,9 @@ def train(config: RunConfig, run_id: str, *, resume: bool = False, force: bool =
 
 def export_meta_policy(run_dir: Path, records: list[HeldoutRecord], config: RunConfig) -> None:
     """Write the best meta-learner's initial policy as `<Behavior>.onnx` (Sentis contract) and
-    `<Behavior>.weights.bin` (signed PolicyWeights envelope) into the run folder.
+    `<Behavior>.weights.bin` (signed PolicyWeights envelope) into the run folder; with one
+    meta-policy per family these hold the first family's, and every family's is also written
+    as `<Behavior>.<family>.onnx` / `.weights.bin` (task id = the family).
 
     The signing key is `keys/private.pem` in the run folder, created on first use; games
     verify with `keys/public.pem` (or pass your own key through `avatar-meta export`).
@@ -164,10 +167,20 @@ def export_meta_policy(run_dir: Path, records: list[HeldoutRecord], config: RunC
     keys = run_dir / "keys"
     if not (keys / "private.pem").exists():
         write_keypair(keys)
-    result = export_checkpoint(
-        checkpoint_path(run_dir, best), run_dir, sign_key=keys / "private.pem", task_id="meta"
-    )
+    from avatar_meta.export.checkpoint import policy_keys
+    from avatar_meta.training.meta_loop import SHARED_KEY
+
+    path = checkpoint_path(run_dir, best)
+    result = export_checkpoint(path, run_dir, sign_key=keys / "private.pem", task_id="meta")
     logger.info("exported %s meta-policy: %s, %s", best, result.onnx, result.weights)
+    for family in policy_keys(path):
+        if family == SHARED_KEY:
+            continue
+        stem = f"{contract.BEHAVIOR_NAME}.{family}"
+        export_checkpoint(
+            path, run_dir, sign_key=keys / "private.pem", task_id=family, family=family, stem=stem
+        )
+        logger.info("exported %s meta-policy for %s: %s.onnx", best, family, stem)
 
 
 def baseline_config(config: RunConfig) -> Any:
