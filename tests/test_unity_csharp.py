@@ -10,6 +10,14 @@
 - The C# observation writer and scenario rewards equal the headless world's (plaza._observe,
   scenarios.SCENARIOS[...].reward) on states taken from a running plaza.
 - TaskChannel / PolicyChannel bytes written by C# are parsed by Python and vice versa.
+- The adaptation client (ClientRunner.exe, no Unity/Grpc.Core/Google.Protobuf): backoff schedule,
+  bearer metadata, loopback/TLS rule, the main-thread queue, and Subscribe/Adapt over a scripted
+  in-memory transport (reconnect with backoff, resume after the newest version, deadline renewal,
+  retry rules, refusal of tampered / foreign / key-less envelopes signed here by Python); its
+  request bytes decode with the Python service's own parsers. A real gRPC round trip is not
+  possible here: Grpc.Core's native library does not exist for mono on this machine.
+- The Editor window's trainer launcher starts, finds again and stops a real (fake trainer)
+  process, and the export copies a run folder into Assets.
 
 mono is installed by tools/setup_venv.sh (apt-get, as root). When `mcs` is missing, this module
 installs it itself if it can (root + apt-get), else it skips with the reason.
@@ -17,9 +25,11 @@ installs it itself if it can (root + apt-get), else it skips with the reason.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
@@ -30,6 +40,10 @@ import pytest
 
 from avatar_meta import contract
 from avatar_meta.envs.policy_channel import chunk_records, decode_ack
+from avatar_meta.export import signing
+from avatar_meta.proto_gen.v1 import adaptation_service_pb2 as svc
+from avatar_meta.proto_gen.v1 import policy_weights_pb2 as pw
+from avatar_meta.serve import wire
 from avatar_meta.world import scenarios
 from avatar_meta.world.plaza import Plaza
 from avatar_meta.world.side_channels import decode_task, encode_task
@@ -94,9 +108,14 @@ def _requests(build: Path, tmp_path: Path, lines: list[str]) -> list[str]:
 def test_every_script_compiles_against_the_stubs(build: Path) -> None:
     for name in (
         "AvatarMeta.Runtime.dll",
+        "AvatarMeta.Runtime.NoGrpc.dll",
         "AvatarMeta.Editor.dll",
         "AvatarMeta.Tests.dll",
         "ParityRunner.exe",
+        "ClientRunner.exe",
+        "Google.Protobuf_Packed.dll",
+        "Grpc.Core.dll",
+        "System.Interactive.Async.dll",
     ):
         assert (build / name).is_file(), name
     scripts = {p.name for p in (PACKAGE / "Runtime").rglob("*.cs")}
@@ -107,8 +126,40 @@ def test_every_script_compiles_against_the_stubs(build: Path) -> None:
         "TaskChannel.cs",
         "PolicyChannel.cs",
         "AvatarEnvironment.cs",
+        "AdaptationService.cs",  # generated messages: compiled too, against the Google.Protobuf stub
+        "PolicyWeights.cs",
+        "AdaptationClient.cs",
+        "GrpcAdaptationTransport.cs",
+        "AvatarAdaptationClient.cs",
     ):
         assert expected in scripts
+    # Type names live in the assemblies' metadata: the generated messages are compiled in, the
+    # Grpc.Core transport only where Grpc.Core exists (Editor / desktop players).
+    runtime = (build / "AvatarMeta.Runtime.dll").read_bytes()
+    no_grpc = (build / "AvatarMeta.Runtime.NoGrpc.dll").read_bytes()
+    for name in (
+        b"AdaptRequest",
+        b"PolicyWeightsEnvelope",
+        b"AdaptationClient",
+        b"EpisodeRecorder",
+    ):
+        assert name in runtime and name in no_grpc, name
+    assert b"AdaptationServiceMethods" in runtime and b"AdaptationServiceMethods" not in no_grpc
+    assert b"Grpc.Core" in runtime and b"Grpc.Core" not in no_grpc
+
+
+def test_runtime_asmdef_names_the_assemblies_ml_agents_ships() -> None:
+    """com.unity.ml-agents 3.0.0 ships Plugins/Google.Protobuf_Packed.dll and
+    Plugins/ProtoBuffer/{Grpc.Core,System.Interactive.Async}.dll; the runtime references exactly
+    those, and build.sh compiles against stubs of the same names."""
+    asmdef = json.loads((PACKAGE / "Runtime" / "AvatarMeta.Runtime.asmdef").read_text())
+    assert asmdef["overrideReferences"] is True
+    assert set(asmdef["precompiledReferences"]) == {
+        "Google.Protobuf_Packed.dll",
+        "Grpc.Core.dll",
+        "System.Interactive.Async.dll",
+    }
+    assert "Unity.ML-Agents" in asmdef["references"]
 
 
 def test_editmode_test_vectors_are_the_shared_ones() -> None:
@@ -345,3 +396,174 @@ def test_policy_channel_bytes_round_trip(build: Path, tmp_path: Path) -> None:
     assert bytes.fromhex(data) == envelope
     assert "does not exist" in bytes.fromhex(out[4].split()[4]).decode()
     assert struct.unpack_from("<i", chunks[0])[0] == 1  # CHUNK kind, as the C# assembler expects
+
+
+# ------------------------------------------------------------------------ adaptation client
+def _client_vectors(path: Path) -> None:
+    """Envelopes signed here with a fresh key: versions 1-3 for task greet/3, one for another
+    behaviour, one for another task, one tampered (payload byte flipped after signing)."""
+    shared = json.loads(VECTORS.read_text())
+    payload = pw.PolicyWeightsEnvelope.FromString(base64.b64decode(shared["envelope_b64"])).payload
+    key = signing.generate_private_key()
+
+    def signed(version: int, task: str = "greet/3", behavior: str = "AvatarAgent") -> bytes:
+        weights = pw.PolicyWeights.FromString(payload)
+        weights.policy_version, weights.task_id, weights.behavior_name = version, task, behavior
+        return signing.sign(weights, key).SerializeToString()
+
+    tampered = bytearray(signed(6))
+    tampered[40] ^= 1
+    blobs = {
+        "v1": signed(1),
+        "v2": signed(2),
+        "v3": signed(3),
+        "other_behavior": signed(4, behavior="Other"),
+        "other_task": signed(5, task="patrol/1"),
+        "tampered": bytes(tampered),
+    }
+    out = {"public_key_pem": signing.public_pem(key.public_key()).decode()}
+    out.update({k: base64.b64encode(v).decode() for k, v in blobs.items()})
+    path.write_text(json.dumps(out))
+
+
+def _client_run(build: Path, *args: str) -> str:
+    proc = subprocess.run(
+        ["mono", str(build / "ClientRunner.exe"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    failed = [line for line in proc.stdout.splitlines() if " FAIL" in line]
+    assert proc.returncode == 0 and "RESULT PASS" in proc.stdout and not failed, (
+        proc.stdout + proc.stderr
+    )
+    return proc.stdout
+
+
+def test_adaptation_client_logic_under_mono(build: Path, tmp_path: Path) -> None:
+    vectors = tmp_path / "client_vectors.json"
+    _client_vectors(vectors)
+    out = _client_run(build, "--client", str(vectors))
+    for name in (
+        "backoff-grows-within-jitter-and-caps",
+        "headers-bearer",
+        "headers-refuse-injection",
+        "options-refuse-plaintext-remote",
+        "inbox-drops-oldest",
+        "inbox-concurrent-producers",
+        "subscribe-returns-immediately",
+        "subscribe-event-sequence",
+        "subscribe-rejects-tampered",
+        "subscribe-resumes-after-latest",
+        "subscribe-sends-token",
+        "subscribe-deadline",
+        "renewal-at-deadline-without-backoff",
+        "dispose-cancels-stream",
+        "adapt-retries-resource-exhausted",
+        "adapt-no-retry-invalid-argument",
+        "adapt-refuses-tampered",
+        "adapt-cancellable-during-backoff",
+        "no-key-refuses-everything",
+    ):
+        assert f"CHECK {name} PASS" in out, name
+    # The schedule itself, recomputed here: n-th delay within +-20% of min(1.6^n, 30) seconds.
+    delays = [
+        float(x)
+        for x in next(ln for ln in out.splitlines() if ln.startswith("BACKOFF ")).split()[1:]
+    ]
+    nominal = [min(1.6**n, 30.0) for n in range(len(delays))]
+    for got, want in zip(delays, nominal, strict=True):
+        assert 0.8 * want - 1e-6 <= got <= 1.2 * want + 1e-6, (got, want)
+    assert max(delays) > 30.0 * 1.0 and delays[-1] <= 36.0  # capped, jitter on top of the cap
+
+
+def test_adaptation_client_requests_decode_in_python(build: Path, tmp_path: Path) -> None:
+    _client_run(build, "--encode", str(tmp_path))
+    sub_bytes = (tmp_path / "subscribe.bin").read_bytes()
+    sub = svc.SubscribeRequest.FromString(sub_bytes)
+    assert (sub.behavior_name, sub.task_id, sub.after_version) == ("AvatarAgent", "greet/3", 42)
+    assert sub.SerializeToString() == sub_bytes  # canonical encoding, byte for byte
+
+    raw = (tmp_path / "adapt.bin").read_bytes()
+    request = svc.AdaptRequest.FromString(raw)
+    assert request.SerializeToString() == raw
+    assert (request.behavior_name, request.task_hint, request.want_onnx, request.seed) == (
+        "AvatarAgent",
+        "greet/3",
+        True,
+        7,
+    )
+    view = wire.decode_adapt_request(raw)  # the parser `avatar-meta serve` uses
+    assert len(view.episodes) == len(request.episodes) == 2
+    for e, (episode, parsed) in enumerate(zip(request.episodes, view.episodes, strict=True)):
+        steps = 3 + 2 * e
+        t = np.arange(steps)[:, None]
+        obs = (e + 0.25 * t - 0.01 * np.arange(32)[None, :]).astype(np.float32)
+        cont = np.stack([0.1 * t[:, 0] - 0.3, -0.2 * e + 0.05 * t[:, 0]], axis=1).astype(np.float32)
+        disc = ((t[:, 0] + e) % 4).astype(np.float32)[:, None]
+        odd = (t[:, 0] % 2 == 1).astype(np.float32)
+        masks = np.stack([np.zeros(steps), odd, odd, (t[:, 0] % 3 == 2)], axis=1).astype(np.float32)
+        rewards = (0.5 * t[:, 0] - e).astype(np.float32)
+        assert (episode.steps, episode.obs_size, episode.num_continuous) == (steps, 32, 2)
+        assert (episode.num_branches, episode.mask_size, episode.interrupted) == (1, 4, e == 1)
+        np.testing.assert_array_equal(np.array(episode.obs, np.float32).reshape(steps, 32), obs)
+        np.testing.assert_array_equal(parsed.obs.reshape(steps, 32), obs)
+        np.testing.assert_array_equal(parsed.continuous_actions.reshape(steps, 2), cont)
+        np.testing.assert_array_equal(parsed.discrete_actions.reshape(steps, 1), disc)
+        np.testing.assert_array_equal(parsed.action_masks.reshape(steps, 4), masks)
+        np.testing.assert_array_equal(parsed.rewards, rewards)
+        np.testing.assert_array_equal(parsed.dones, np.eye(steps, dtype=np.float32)[-1])
+        # Same bytes as the Python service's own encoder for these values.
+        python_bytes = wire.encode_episode(obs, cont, disc, rewards, masks, interrupted=e == 1)
+        assert svc.Episode.FromString(python_bytes) == episode
+
+
+def test_editor_trainer_process_and_export(build: Path, tmp_path: Path) -> None:
+    out = _client_run(build, "--editor", str(tmp_path))
+    for name in (
+        "trainer-argv-exact",
+        "trainer-working-directory",
+        "trainer-attach",
+        "trainer-attach-refuses-recycled-pid",
+        "trainer-stop-sigint",
+        "trainer-kill-after-grace",
+        "export-paths",
+        "export-never-private-key",
+        "export-stays-in-assets",
+    ):
+        assert f"CHECK {name} PASS" in out, name
+
+
+def test_hand_written_grpc_methods_match_the_proto() -> None:
+    """Debian has no C# gRPC plugin, so AdaptationServiceMethods is written by hand: its service
+    name, method names and call types must be the proto's."""
+    proto = (ROOT / "protos" / "avatar_meta" / "v1" / "adaptation_service.proto").read_text()
+    package = re.search(r"^package\s+([\w.]+);", proto, re.M).group(1)
+    service = re.search(r"^service\s+(\w+)", proto, re.M).group(1)
+    rpcs = re.findall(
+        r"rpc\s+(\w+)\s*\(\s*(stream\s+)?\w+\s*\)\s*returns\s*\(\s*(stream\s+)?\w+\s*\)", proto
+    )
+    assert rpcs, "no rpc found in the proto"
+    source = (PACKAGE / "Runtime" / "Serving" / "GrpcAdaptationTransport.cs").read_text()
+    assert f'ServiceName = "{package}.{service}"' in source
+    for name, client_stream, server_stream in rpcs:
+        assert not client_stream, name
+        kind = "ServerStreaming" if server_stream else "Unary"
+        for variant in (name + "Raw", name):
+            pattern = rf"{variant}\s*=\s*new Method<[^>]+>\(\s*MethodType\.{kind},\s*ServiceName,\s*\"{name}\""
+            assert re.search(pattern, source), (variant, kind)
+
+
+def test_status_codes_are_grpcs() -> None:
+    import grpc
+
+    source = (PACKAGE / "Runtime" / "Serving" / "AdaptationClient.cs").read_text()
+    body = source[source.index("public enum AdaptationStatus") :]
+    body = body[: body.index("}")]
+    codes = {m.group(1): int(m.group(2)) for m in re.finditer(r"(\w+) = (\d+),", body)}
+    expected = {
+        "".join(part.capitalize() for part in code.name.split("_")): code.value[0]
+        for code in grpc.StatusCode
+    }
+    expected["OK"] = expected.pop("Ok")
+    assert codes == expected

@@ -49,6 +49,23 @@ namespace UnityEngine
         public byte[] bytes { get { return null; } }
     }
 
+    public struct Rect
+    {
+        public float x, y, width, height;
+    }
+
+    public class GUILayout
+    {
+        public static bool Button(string text, params GUILayoutOption[] options) { return false; }
+        public static GUILayoutOption Width(float width) { return null; }
+        public static GUILayoutOption MinHeight(float minHeight) { return null; }
+    }
+
+    public class Application
+    {
+        public static string dataPath { get { return null; } }
+    }
+
     public struct Vector2
     {
         public float x, y;

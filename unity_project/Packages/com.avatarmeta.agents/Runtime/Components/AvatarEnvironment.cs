@@ -40,6 +40,10 @@ namespace AvatarMeta
         /// <summary>The key policies must be signed with (null: every policy is refused).</summary>
         public PolicyPublicKey TrustedKey => _trustedKey;
 
+        /// <summary>The trusted key's PEM text (null when none is assigned). Components that verify on
+        /// background threads build their own <see cref="PolicyPublicKey"/> from it.</summary>
+        public string TrustedKeyPem => policyPublicKey != null ? policyPublicKey.text : null;
+
         /// <summary>The verified initial policy, or null.</summary>
         public PolicyNetwork InitialPolicy => _initialNetwork;
 
