@@ -137,3 +137,17 @@ def test_missing_methods_and_references_give_nulls(tmp_path: Path) -> None:
         is None
     )
     assert score(5.0, 0.0, 10.0) == 0.5 and score(1.0, 2.0, 2.0) is None
+
+
+def test_stability_compares_the_final_window_with_the_best() -> None:
+    from avatar_meta.report.metrics import stability
+
+    rising = [{"post_score": 0.1 * i} for i in range(10)]
+    out = stability(rising)
+    assert out is not None and out["within_tolerance"] and out["gap"] == 0.0
+    collapsed = rising + [{"post_score": 0.0}] * 5
+    out = stability(collapsed)
+    assert out is not None and not out["within_tolerance"]
+    assert abs(out["best"] - 0.7) < 1e-9 and out["final"] == 0.0 and out["best_at_iteration"] == 10
+    assert stability([{"pre_score": 0.5}])["score"] == "pre_score"  # type: ignore[index]
+    assert stability([{"meta_loss": 1.0}]) is None

@@ -210,7 +210,38 @@ def _summarise(
     if curve:
         out["training_env_steps"] = int(curve[-1].get("env_steps", 0))
         out["training_wall_s"] = float(curve[-1].get("wall_s", 0.0))
+        out["stability"] = stability(curve)
     return out
+
+
+STABILITY_WINDOW = 5
+STABILITY_TOLERANCE = 0.03
+
+
+def stability(curve: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Is the final meta-policy as good as the best one seen during training?
+
+    Uses the training curve's normalised score after adaptation (`post_score`, or `pre_score`
+    for Reptile), averaged over STABILITY_WINDOW iterations because one meta-batch is a noisy
+    sample: `final` = the last window, `best` = the best window, and `within_tolerance` says
+    whether final >= best - STABILITY_TOLERANCE. None when the curve carries no scores."""
+    key = "post_score" if any("post_score" in e for e in curve) else "pre_score"
+    scores = np.array([float(e[key]) for e in curve if key in e], dtype=np.float64)
+    if len(scores) == 0:
+        return None
+    w = min(STABILITY_WINDOW, len(scores))
+    smooth = np.convolve(scores, np.ones(w) / w, mode="valid")
+    best, final = float(smooth.max()), float(smooth[-1])
+    return {
+        "score": key,
+        "window": w,
+        "best": best,
+        "best_at_iteration": int(np.argmax(smooth)) + w,
+        "final": final,
+        "gap": best - final,
+        "tolerance": STABILITY_TOLERANCE,
+        "within_tolerance": bool(best - final <= STABILITY_TOLERANCE),
+    }
 
 
 def summary(entries: Sequence[Mapping[str, Any]], curves: Curves | None = None) -> dict[str, Any]:

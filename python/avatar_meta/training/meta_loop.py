@@ -329,6 +329,42 @@ def _leaves(params: Any) -> list[torch.Tensor]:
     return list(params.values())
 
 
+class TrainingScorer:
+    """Normalised scores of meta-batch returns, (return - random) / (scripted - random) per
+    task, so the training curve reads on the same scale as the held-out report and the
+    stability check (`stability` in metrics.json) can compare iterations across families.
+    References come from the in-process plaza (the simulation every world serves) and are
+    cached per task: the training pool is small."""
+
+    def __init__(self, episodes: int = 4, seed: int = 0) -> None:
+        self.episodes = episodes
+        self.seed = seed
+        self._refs: dict[str, tuple[float, float]] = {}
+
+    def references(self, tasks: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        from avatar_meta.envs.inprocess import wire_spec
+        from avatar_meta.world import scripted
+
+        new = [t for t in dict.fromkeys(tasks) if t.task_id not in self._refs]
+        if new:
+            specs = [wire_spec(t) for t in new]
+            ref = scripted.evaluate(scripted.scripted_actions, specs, self.episodes, self.seed)
+            rnd = scripted.evaluate(
+                scripted.random_controller(self.seed), specs, self.episodes, self.seed
+            )
+            for t, lo, hi in zip(new, rnd.returns, ref.returns, strict=True):
+                self._refs[t.task_id] = (float(lo), float(hi))
+        lo, hi = zip(*(self._refs[t.task_id] for t in tasks), strict=True)
+        return np.array(lo), np.array(hi)
+
+    def score(self, tasks: list[Any], returns: np.ndarray) -> float:
+        """Mean normalised score of one return per task (tasks without a gap are skipped)."""
+        from avatar_meta.training.baselines import normalised_score
+
+        lo, hi = self.references(tasks)
+        return float(np.nanmean(normalised_score(returns, lo, hi)))
+
+
 def task_groups(keys: list[str]) -> dict[str, torch.Tensor]:
     """Policy key -> indices of the meta-batch's tasks that start from it (sorted keys)."""
     return {
@@ -418,6 +454,7 @@ def train_algorithm(
         if m.pretrain_env_steps > 0:
             pretrain_meta_params(state, config, env, policy)
             save_checkpoint(state, path, config)
+    scorer = TrainingScorer(seed=config.env.seed)
     task_bar = progress.add_task(algorithm, total=m.meta_iterations) if progress else None
     if progress is not None:
         progress.update(task_bar, completed=state.iteration)
@@ -506,6 +543,9 @@ def train_algorithm(
         state.env_seconds += stats.seconds
         state.learn_seconds += learn_s
         pre = mean_returns(support_roll)
+        log["pre_score"] = scorer.score(tasks, pre)
+        if post is not None:
+            log["post_score"] = scorer.score(tasks, post)
         entry = _curve_entry(state, tasks, pre, post, log)
         if not all(math.isfinite(v) for v in entry.values()):
             raise FloatingPointError(f"{algorithm}: non-finite training values {entry}")
