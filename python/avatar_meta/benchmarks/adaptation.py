@@ -3,11 +3,21 @@
 Measured in one run, on one untrained 2x128 MLP meta-policy (the cost does not depend on
 the values of the weights), 20 episodes x 200 steps per request:
 - `inprocess`: `Adapter` called directly (decode + validate + GAE batch + the run's inner
-  step + pack + sign), one request at a time: the baseline;
+  step + pack + sign), one request at a time: the baseline (also its CPU time per request,
+  `cpu_ms_p50`, which a busy shared machine inflates far less than wall time);
 - `service` (16 clients, the headline), `service_by_clients` (1, 16, 64): a real
   `avatar-meta serve` process on loopback with token auth, called by N client threads of this
   process, each sending its next request when the previous one answered; p50/p99 latency
-  seen by the client, throughput, errors by status code, and the ratio to in-process p50;
+  seen by the client, throughput, errors by status code, the ratio to in-process p50, and
+  how the server micro-batched them (`batching`: batches, requests, largest batch). The
+  server runs with `--rate-limit 0`: all bench clients share one token, i.e. are one client
+  to the rate limiter;
+- `step`: CPU ms (thread time) of the inner step alone on one request's batch: the trainer's
+  `make_adapt_fn` step (full `pg_loss`, critic included) vs the service's critic-free step,
+  one request and per request of a micro-batch of 8, and of building a batch (critic + GAE);
+  `server_cpu_ms_per_request` in each service entry is the server process's CPU time over the
+  run divided by its requests. Both are far less sensitive to other load on a shared
+  machine than latencies;
 - `onnx`: producing the Sentis ONNX of adapted weights by swapping initializers of the
   cached graph vs a full re-export.
 Requests are pre-serialised with `serve.wire` (as a C# client's native protobuf would be fast
@@ -31,6 +41,7 @@ import torch
 
 HIDDEN = (128, 128)
 EPISODES, STEPS = 20, 200
+MAX_BATCH, BATCH_WINDOW_MS = 8, 2.0
 CLIENTS = (1, 16, 64)
 TOKEN = "bench-token-0123456789abcdef"
 
@@ -72,15 +83,62 @@ def _inprocess(checkpoint: Path, key: Any, requests: list[bytes], n: int) -> dic
 
     adapter = Adapter(checkpoint)
     adapter.adapt(wire.decode_adapt_request(requests[0]))  # warm-up (first call is slow)
-    latencies = []
+    latencies, cpu = [], []
     t_all = time.perf_counter()
     for i in range(n):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         view = wire.decode_adapt_request(requests[i % len(requests)])
         params = adapter.adapt(view)
         signing.sign(adapter.pack(params, version=i + 1, task_id=""), key)
         latencies.append((time.perf_counter() - t0) * 1e3)
-    return _summary(latencies, time.perf_counter() - t_all)
+        cpu.append((time.thread_time() - c0) * 1e3)
+    return {
+        **_summary(latencies, time.perf_counter() - t_all),
+        "cpu_ms_p50": float(np.percentile(cpu, 50)),
+    }
+
+
+def _cpu_ms(fn: Any, reps: int) -> float:
+    fn()  # warm-up
+    out = []
+    for _ in range(reps):
+        c0 = time.thread_time()
+        fn()
+        out.append((time.thread_time() - c0) * 1e3)
+    return float(np.median(out))
+
+
+def _step(checkpoint: Path, requests: list[bytes], reps: int) -> dict[str, Any]:
+    from avatar_meta.serve import wire
+    from avatar_meta.serve.adapter import Adapter
+
+    adapter = Adapter(checkpoint)
+    views = [wire.decode_adapt_request(requests[i % len(requests)]) for i in range(MAX_BATCH)]
+    batches = adapter.to_batches(views)
+    trainer = _cpu_ms(lambda: adapter.reference_adapt(batches[0]), reps)
+    serve = _cpu_ms(lambda: adapter.adapt_batch(batches[0]), reps)
+    batched = _cpu_ms(lambda: adapter.adapt_many(batches), reps) / len(batches)
+    prepare = _cpu_ms(lambda: adapter.to_batches(views[:1], check=False), reps)
+    prepare_batched = _cpu_ms(lambda: adapter.to_batches(views, check=False), reps) / len(views)
+    return {
+        "trainer_step_cpu_ms": trainer,
+        "serve_step_cpu_ms": serve,
+        "serve_step_batched_cpu_ms_per_request": batched,
+        "batch_size": len(batches),
+        "to_batch_cpu_ms": prepare,
+        "to_batch_batched_cpu_ms_per_request": prepare_batched,
+        "speedup_step": trainer / serve,
+        "baseline": "trainer_step_cpu_ms",
+    }
+
+
+def _proc_cpu_s(pid: int) -> float | None:
+    """utime + stime of a process (Linux /proc), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _start_server(folder: Path) -> tuple[subprocess.Popen[str], str]:
@@ -101,6 +159,12 @@ def _start_server(folder: Path) -> tuple[subprocess.Popen[str], str]:
         "2",
         "--max-queue",
         "64",
+        "--max-batch",
+        str(MAX_BATCH),
+        "--batch-window-ms",
+        str(BATCH_WINDOW_MS),
+        "--rate-limit",
+        "0",
     ]
     log = open(folder / "server.log", "w")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
@@ -119,7 +183,12 @@ def _start_server(folder: Path) -> tuple[subprocess.Popen[str], str]:
 
 
 def _service(
-    address: str, public_key: Any, requests: list[bytes], clients: int, per_client: int
+    address: str,
+    public_key: Any,
+    requests: list[bytes],
+    clients: int,
+    per_client: int,
+    server_pid: int,
 ) -> dict[str, Any]:
     import grpc
 
@@ -127,6 +196,8 @@ def _service(
 
     client = AdaptationClient(address, token=TOKEN, public_key=public_key)
     client.adapt_encoded(requests[0])  # warm-up
+    before = client.stats().counters
+    cpu_before = _proc_cpu_s(server_pid)
     latencies: list[float] = []
     codes: Counter[str] = Counter()
     lock = threading.Lock()
@@ -154,8 +225,25 @@ def _service(
     for t in threads:
         t.join()
     wall = time.perf_counter() - t_all
+    cpu_after = _proc_cpu_s(server_pid)
+    after = client.stats().counters
     client.close()
-    return {**_summary(latencies, wall), "clients": clients, "codes": dict(codes)}
+    batching = {
+        "batches": after["batches"] - before["batches"],
+        "requests": after["batched_requests"] - before["batched_requests"],
+        "largest_batch_so_far": after["largest_batch"],
+    }
+    return {
+        **_summary(latencies, wall),
+        "clients": clients,
+        "codes": dict(codes),
+        "batching": batching,
+        "server_cpu_ms_per_request": (
+            None
+            if cpu_before is None or cpu_after is None or not latencies
+            else (cpu_after - cpu_before) * 1e3 / len(latencies)
+        ),
+    }
 
 
 def _onnx(checkpoint: Path, reps: int) -> dict[str, Any]:
@@ -191,6 +279,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     from avatar_meta.serve.adapter import make_checkpoint
 
     torch.set_num_threads(1)
+    load_start = os.getloadavg()
     per_client = {1: 4, 16: 1, 64: 1} if quick else {1: 30, 16: 8, 64: 3}
     with tempfile.TemporaryDirectory(prefix="bench-adapt-") as tmp:
         folder = Path(tmp)
@@ -204,12 +293,14 @@ def run(quick: bool = False) -> dict[str, Any]:
         proc, address = _start_server(folder)
         try:
             by_clients = {
-                str(n): _service(address, public, requests, n, per_client[n]) for n in CLIENTS
+                str(n): _service(address, public, requests, n, per_client[n], proc.pid)
+                for n in CLIENTS
             }
         finally:
             proc.terminate()
             proc.wait(timeout=30)
         onnx = _onnx(checkpoint, 2 if quick else 10)
+        step = _step(checkpoint, requests, 2 if quick else 10)
     head = by_clients["16"]
     for entry in by_clients.values():
         entry["ratio_p50_vs_inprocess"] = entry["p50_ms"] / inproc["p50_ms"]
@@ -219,8 +310,13 @@ def run(quick: bool = False) -> dict[str, Any]:
             "episodes": EPISODES,
             "steps": STEPS,
             "server_workers": 2,
+            "max_batch": MAX_BATCH,
+            "batch_window_ms": BATCH_WINDOW_MS,
+            "rate_limit": "off (--rate-limit 0: the bench clients share one token)",
             "quick": quick,
             "torch_threads": 1,
+            "cores": os.cpu_count(),
+            "loadavg_1m_start_end": [load_start[0], os.getloadavg()[0]],
         },
         "inprocess": inproc,
         "service": {
@@ -230,5 +326,6 @@ def run(quick: bool = False) -> dict[str, Any]:
             "goal": {"p50_ms": 20.0, "p99_ms": 100.0},
         },
         "service_by_clients": by_clients,
+        "step": step,
         "onnx": onnx,
     }

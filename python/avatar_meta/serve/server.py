@@ -56,6 +56,10 @@ class ServeOptions:
     max_steps: int = 20_000
     max_episodes: int = 64
     grace_s: float = 10.0
+    max_batch: int = 8
+    batch_window_ms: float = 2.0
+    rate_limit: float = 100.0
+    rate_burst: float | None = None
 
 
 class TokenAuth(grpc.ServerInterceptor):
@@ -119,6 +123,7 @@ class Running:
         self.servicer.stopping.set()
         self.servicer.hub.close()
         self.server.stop(grace).wait()
+        self.servicer.batcher.close()
 
 
 def start(opts: ServeOptions) -> Running:
@@ -132,7 +137,17 @@ def start(opts: ServeOptions) -> Running:
         pub = checkpoint.parent.parent / "serve-public.pem"
         pub.write_bytes(signing.public_pem(key.public_key()))
         logger.warning("no --sign-key: signing with a fresh key; clients must trust %s", pub)
-    capacity = Capacity(opts.max_workers, opts.max_queue, opts.max_subscribers)
+    if opts.max_batch < 1 or opts.batch_window_ms < 0 or opts.rate_limit < 0:
+        raise ValueError("--max-batch must be >= 1, --batch-window-ms and --rate-limit >= 0")
+    capacity = Capacity(
+        opts.max_workers,
+        opts.max_queue,
+        opts.max_subscribers,
+        max_batch=opts.max_batch,
+        batch_window_ms=opts.batch_window_ms,
+        rate_limit=opts.rate_limit,
+        rate_burst=opts.rate_burst,
+    )
     servicer = AdaptationServicer(adapter, key, capacity)
     servicer.onnx.template(adapter.spec)  # the one graph export, at start rather than mid-request
     interceptors: list[grpc.ServerInterceptor] = []
@@ -144,6 +159,8 @@ def start(opts: ServeOptions) -> Running:
         )
     else:
         logger.warning("no --token-file: any local process may call this server")
+    if capacity.rate_limit > 0:
+        logger.info("rate limit: %s", servicer.rate_limiter.describe())
     # Threads: every computing/queued Adapt and every subscriber holds one; beyond the sum,
     # gRPC itself answers RESOURCE_EXHAUSTED instead of queueing.
     threads = opts.max_workers + opts.max_queue + opts.max_subscribers + 4

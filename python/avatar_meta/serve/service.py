@@ -1,10 +1,12 @@
 """`avatar_meta.v1.AdaptationService`: Adapt, Subscribe and Stats over gRPC.
 
-Back-pressure, not queues: at most `max_workers` adaptations compute at once and at most
-`max_queue` more wait for a slot; anything beyond is refused at once with RESOURCE_EXHAUSTED
-so a burst can never pile up unbounded memory or latency. Waiting honours the caller's
-deadline. Subscribers get a small bounded queue each; a slow subscriber loses its *oldest*
-pending versions (it only ever needs the newest policy), it never blocks a publisher.
+Back-pressure, not queues: at most `max_workers + max_queue` adaptations are admitted at once
+(computing in `max_workers` batch workers or waiting for one); anything beyond is refused at
+once with RESOURCE_EXHAUSTED so a burst can never pile up unbounded memory or latency, and so
+is a client over its rate limit (`RateLimiter`). Concurrent requests are adapted together
+in micro-batches (`serve.batching.Batcher`). Waiting honours the caller's deadline.
+Subscribers get a small bounded queue each; a slow subscriber loses its *oldest* pending
+versions (it only ever needs the newest policy), it never blocks a publisher.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from avatar_meta.proto_gen.v1 import adaptation_service_pb2 as svc
 from avatar_meta.proto_gen.v1 import adaptation_service_pb2_grpc as svc_grpc
 from avatar_meta.proto_gen.v1 import policy_weights_pb2 as pw
 from avatar_meta.serve.adapter import Adapter, InvalidRequest
+from avatar_meta.serve.batching import Batcher, Job, RateLimiter, client_key
 from avatar_meta.serve.wire import WireError, decode_adapt_request
 
 logger = logging.getLogger("avatar_meta.serve")
@@ -43,11 +46,19 @@ class Capacity:
     """Concurrency bounds of one server."""
 
     max_workers: int = 2
-    """Adaptations computing at once (about the number of cores)."""
+    """Threads computing (batched) adaptations at once (about the number of cores)."""
     max_queue: int = 64
     """Adaptations allowed to wait for a worker; beyond that RESOURCE_EXHAUSTED."""
     max_subscribers: int = 64
     subscriber_queue: int = 8
+    max_batch: int = 8
+    """Adapt requests adapted together in one vmapped step, at most."""
+    batch_window_ms: float = 2.0
+    """How long a batch waits for requests still being parsed (never when none are)."""
+    rate_limit: float = 100.0
+    """Adapt requests per second per client (peer host + bearer token); 0 = no limit."""
+    rate_burst: float | None = None
+    """Bucket size (default: one second's worth, at least 1)."""
 
 
 class Metrics:
@@ -178,14 +189,38 @@ class AdaptationServicer(svc_grpc.AdaptationServiceServicer):
         self._version_lock = threading.Lock()
         self._admit_lock = threading.Lock()
         self._admitted = 0
-        self._workers = threading.BoundedSemaphore(capacity.max_workers)
+        self._parsing_now = 0
+        self.rate_limiter = RateLimiter(capacity.rate_limit, capacity.rate_burst)
+        self.batcher = Batcher(
+            adapter,
+            workers=capacity.max_workers,
+            max_batch=capacity.max_batch,
+            window_s=capacity.batch_window_ms / 1000.0,
+            max_pending=capacity.max_workers + capacity.max_queue,
+            expecting=self._expecting,
+        )
         self.stopping = threading.Event()
 
     # ----------------------------------------------------------------------------- helpers
     def gauges(self) -> dict[str, int]:
         with self._admit_lock:
             inflight = self._admitted
-        return {"subscribers": len(self.hub), "inflight": inflight}
+        return {"subscribers": len(self.hub), "inflight": inflight, **self.batcher.stats()}
+
+    @contextlib.contextmanager
+    def _parsing(self) -> Iterator[None]:
+        """Marks an admitted request that is not queued yet (the batcher may wait for it)."""
+        with self._admit_lock:
+            self._parsing_now += 1
+        try:
+            yield
+        finally:
+            with self._admit_lock:
+                self._parsing_now -= 1
+
+    def _expecting(self) -> bool:
+        with self._admit_lock:
+            return self._parsing_now > 0
 
     def _admit(self) -> bool:
         with self._admit_lock:
@@ -233,32 +268,44 @@ class AdaptationServicer(svc_grpc.AdaptationServiceServicer):
     def _adapt(self, raw: bytes | svc.AdaptRequest, context: Any, t0: float) -> svc.AdaptResponse:
         if self.stopping.is_set():
             raise _Abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
-        # Admission comes first: a refused request costs no parsing at all.
+        # Rate limit, then admission: a refused request costs no parsing at all.
+        if self.rate_limiter.enabled:
+            allowed, wait_s = self.rate_limiter.allow(client_key(context))
+            if not allowed:
+                self.metrics.add("rate_limited")
+                raise _Abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"rate limit of {self.rate_limiter.describe()} exceeded; "
+                    f"retry in {wait_s:.3f} s",
+                )
         if not self._admit():
             raise _Abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "too many adaptations in flight; retry with backoff",
             )
         try:
-            try:
-                request = raw if isinstance(raw, svc.AdaptRequest) else decode_adapt_request(raw)
-                self.adapter.validate(request)
-            except (InvalidRequest, WireError) as err:
-                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
-            remaining = context.time_remaining()
-            timeout = None if remaining is None else max(remaining, 0.0)
-            if not self._workers.acquire(timeout=timeout):
-                raise _Abort(
-                    grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed waiting for a worker"
-                )
-            try:
-                if not context.is_active():
-                    raise _Abort(grpc.StatusCode.CANCELLED, "client went away")
-                adapted = self.adapter.adapt_batch(self.adapter.to_batch(request, check=False))
-            finally:
-                self._workers.release()
+            with self._parsing():
+                try:
+                    request = (
+                        raw if isinstance(raw, svc.AdaptRequest) else decode_adapt_request(raw)
+                    )
+                    self.adapter.validate(request)
+                except (InvalidRequest, WireError) as err:
+                    raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
+                remaining = context.time_remaining()
+                deadline = None if remaining is None else time.monotonic() + max(remaining, 0.0)
+                job = Job(request, deadline, context.is_active)
+                # Admission bounds the queue; only jobs of callers that gave up, not yet
+                # discarded by a worker, can make it overflow.
+                if not self.batcher.submit(job):
+                    raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "adaptation queue full")
+            self._await(job, deadline, context)
         finally:
             self._release()
+        if job.error is not None:
+            raise job.error
+        adapted = job.result
+        assert adapted is not None
         version = self._next_version()
         task_id = request.task_hint
         envelope = signing.sign(
@@ -274,6 +321,23 @@ class AdaptationServicer(svc_grpc.AdaptationServiceServicer):
         return svc.AdaptResponse(
             weights=envelope, onnx=onnx, adapt_ms=(time.perf_counter() - t0) * 1000
         )
+
+    @staticmethod
+    def _await(job: Job, deadline: float | None, context: Any) -> None:
+        """Wait for a job's batch, in short slices so that a caller without a deadline still
+        notices when its client goes away (and a shutdown never leaves a thread blocked)."""
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if job.wait(0.25 if left is None else min(max(left, 0.0), 0.25)):
+                return
+            if not context.is_active():
+                job.abandon()
+                raise _Abort(grpc.StatusCode.CANCELLED, "client went away")
+            if job.dropped or (deadline is not None and time.monotonic() >= deadline):
+                job.abandon()
+                raise _Abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while queued or adapting"
+                )
 
     def Subscribe(
         self, request: svc.SubscribeRequest, context: Any
