@@ -282,6 +282,31 @@ def test_validation_names_field_in_process(server: Server) -> None:
     assert err.value.field == "episodes[0].num_continuous"
 
 
+def test_per_family_checkpoint_serves_the_chosen_family(tmp_path: Path) -> None:
+    """A run with one meta-policy per family: the service needs --family, adapts from that
+    family's parameters, and refuses a request whose task_hint names another family."""
+    path = make_checkpoint(tmp_path / "maml.pt")
+    ck = torch.load(path, weights_only=False)
+    follow = {k: v + 0.01 for k, v in ck["params"].items()}
+    ck["policy_keys"] = ["reach_landmark", "follow_visitor"]
+    ck["params_by_key"] = {"reach_landmark": ck["params"], "follow_visitor": follow}
+    torch.save(ck, path)
+    with pytest.raises(ValueError, match="--family NAME"):
+        Adapter(path)
+    with pytest.raises(ValueError, match="choose one of reach_landmark, follow_visitor"):
+        Adapter(path, family="patrol")
+    adapter = Adapter(path, family="follow_visitor")
+    assert all(torch.equal(adapter.params[k], follow[k]) for k in follow)
+    request = svc.AdaptRequest(behavior_name="AvatarAgent", episodes=episodes(1, 10))
+    adapter.validate(request)
+    request.task_hint = "reach_landmark"
+    with pytest.raises(InvalidRequest) as err:
+        adapter.validate(request)
+    assert err.value.field == "task_hint" and "--family reach_landmark" in str(err.value)
+    with pytest.raises(ValueError, match="drop --family"):
+        Adapter(make_checkpoint(tmp_path / "shared.pt"), family="patrol")
+
+
 def test_deadline_and_back_pressure(server: Server) -> None:
     """A burst beyond workers + queue is refused at once; an impossible deadline fails fast."""
     payload = svc.AdaptRequest(

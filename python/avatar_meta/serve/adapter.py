@@ -80,6 +80,24 @@ def resolve_checkpoint(
     raise FileNotFoundError(f"no checkpoint in {folder} (train the run first)")
 
 
+def select_family(ck: dict[str, Any], family: str | None, where: str | Path) -> str | None:
+    """Which meta-policy of a checkpoint to serve. Per-family runs (`meta.per_family`) hold
+    one per scenario family and need `--family`; shared ones hold one and take none."""
+    keys = [k for k in (ck.get("policy_keys") or []) if k != "all"]
+    if not keys:
+        if family is not None:
+            raise ValueError(f"{where} holds one shared meta-policy; drop --family {family}")
+        return None
+    if family is None:
+        raise ValueError(
+            f"{where} holds one meta-policy per scenario family ({', '.join(keys)}); "
+            "pass --family NAME to choose the one this service adapts"
+        )
+    if family not in keys:
+        raise ValueError(f"--family {family}: not in {where}; choose one of {', '.join(keys)}")
+    return family
+
+
 def make_checkpoint(
     path: str | Path, hidden: tuple[int, ...] = (64, 64), seed: int = 0, algorithm: str = "maml"
 ) -> Path:
@@ -109,6 +127,7 @@ class Adapter:
         checkpoint: str | Path,
         behavior: str = contract.BEHAVIOR_NAME,
         limits: Limits = Limits(),
+        family: str | None = None,
     ) -> None:
         from avatar_meta.training.evaluate import make_adapt_fn
 
@@ -117,18 +136,23 @@ class Adapter:
         self.algorithm: str = ck["algorithm"]
         self.spec: PolicySpec = self.config.policy_spec()
         self.policy = Policy(self.spec)
-        self.params: Params = {k: v.detach() for k, v in ck["params"].items()}
+        self.family = select_family(ck, family, checkpoint)
+        params = ck["params"] if self.family is None else ck["params_by_key"][self.family]
+        metasgd_lrs = ck.get("metasgd_lrs")
+        if self.family is not None and ck.get("metasgd_lrs_by_key"):
+            metasgd_lrs = ck["metasgd_lrs_by_key"][self.family]
+        self.params: Params = {k: v.detach() for k, v in params.items()}
         self.buffers: Buffers = ck["buffers"]
         self.behavior = behavior
         self.limits = limits
         self.gamma = self.config.meta.gamma
         self.lam = self.config.meta.gae_lambda
         self._adapt_fn = make_adapt_fn(
-            self.algorithm, self.config, self.policy, self.buffers, ck.get("metasgd_lrs")
+            self.algorithm, self.config, self.policy, self.buffers, metasgd_lrs
         )
         # Fast path (MAML/FOMAML/Meta-SGD): the step of make_adapt_fn at step 0, with the
         # critic-free loss; built once, so a request rebuilds nothing.
-        self._fast_lr = _first_step_size(self.algorithm, self.config, ck.get("metasgd_lrs"))
+        self._fast_lr = _first_step_size(self.algorithm, self.config, metasgd_lrs)
         keys = select_keys(self.params, "actor.")
         loss = partial(actor_pg_loss, policy=self.policy, buffers=self.buffers)
         lr = self._fast_lr
@@ -148,6 +172,13 @@ class Adapter:
             raise InvalidRequest(
                 "behavior_name",
                 f"unknown behaviour {request.behavior_name!r}; this service adapts {self.behavior!r}",
+            )
+        hint = request.task_hint
+        if self.family is not None and hint in contract.FAMILY_BY_NAME and hint != self.family:
+            raise InvalidRequest(
+                "task_hint",
+                f"{hint!r} is another scenario family; this service adapts the "
+                f"{self.family!r} meta-policy (run one `avatar-meta serve --family {hint}`)",
             )
         n = len(request.episodes)
         if n == 0:

@@ -44,6 +44,7 @@ class ServeOptions:
     run_id: str | None = None
     results_dir: str = "results"
     checkpoint: str | None = None
+    family: str | None = None
     port: int = 50061
     token_file: str | None = None
     tls_cert: str | None = None
@@ -129,7 +130,9 @@ class Running:
 def start(opts: ServeOptions) -> Running:
     """Load the run, build and start the server (returns at once)."""
     checkpoint = resolve_checkpoint(opts.run_id, opts.results_dir, opts.checkpoint)
-    adapter = Adapter(checkpoint, limits=Limits(opts.max_episodes, opts.max_steps))
+    adapter = Adapter(
+        checkpoint, limits=Limits(opts.max_episodes, opts.max_steps), family=opts.family
+    )
     if opts.sign_key:
         key = signing.load_private_key(opts.sign_key)
     else:
