@@ -100,6 +100,23 @@ def artifact_lines(run_dir: Path, artifacts: Sequence[Path]) -> list[str]:
     ]
 
 
+def stability_lines(summary: Mapping[str, Any]) -> list[str]:
+    """One line per meta-learner: is the final meta-policy as good as the best seen?"""
+    out = []
+    for method, s in summary["methods"].items():
+        st = s.get("stability")
+        if not st:
+            continue
+        verdict = "stable" if st["within_tolerance"] else "not stable"
+        out.append(
+            f"- {method}: {verdict}: the last {st['window']} meta-iterations average a "
+            f"{st['score'].replace('_', ' ')} of {_fmt(st['final'])}; the best window "
+            f"(ending at iteration {st['best_at_iteration']}) averaged {_fmt(st['best'])} "
+            f"(gap {_fmt(st['gap'], 3)}, tolerance {st['tolerance']})."
+        )
+    return out
+
+
 def render(
     metrics: Mapping[str, Any],
     plots: Mapping[str, Path],
@@ -125,7 +142,8 @@ def render(
         "## What was trained",
         "",
         "A policy for the avatar was meta-trained on many scenarios (families: "
-        f"{families}) whose details are hidden from it. It was then given a few episodes of "
+        f"{families}; one starting policy per family unless the config says otherwise) "
+        "whose details are hidden from it. It was then given a few episodes of "
         f"experience on {n_tasks} scenarios it never saw and adapted to each one. "
         "The baselines below had the same experience on the same scenarios.",
         "",
@@ -149,6 +167,8 @@ def render(
         "## Meta-training",
         "",
         f"![meta-training curve]({rel['meta_training']})",
+        "",
+        *stability_lines(summary),
         "",
         "## Oracle check",
         "",
