@@ -286,3 +286,46 @@ def test_protocol_path_runs_through_the_real_world(tmp_path: Path) -> None:
         env.close()
     assert state.iteration == 1 and state.env_steps > 0
     assert math.isfinite(state.curve[0]["meta_loss"])
+
+
+@pytest.mark.slow
+def test_adapted_policies_stream_into_the_world_and_drive_it(tmp_path: Path) -> None:
+    """The job's last step through the protocol: adapted policies signed with the run's key
+    are accepted by the world, which then drives those areas itself (the trainer sends
+    zeros); signed with another key they are refused and nothing is driven."""
+    from avatar_meta.export import signing
+    from avatar_meta.meta.core import stack_tasks
+    from avatar_meta.rl import Policy
+    from avatar_meta.training.streaming import stream_adapted_policies
+
+    data = {k: dict(v) for k, v in TINY.items()}
+    data["env"] = {"num_areas": 4, "base_port": 5660}
+    config = config_from_dict(data)
+    signing.write_keypair(tmp_path / "run")
+    signing.write_keypair(tmp_path / "other")
+    policy = Policy(config.policy_spec())
+    tasks = config.task_distribution().heldout()[:3]
+    inits = [policy.init(seed=i) for i in range(3)]
+    adapted = stack_tasks([p for p, _ in inits])
+    buffers = inits[0][1]
+    env = make_env(config, policy_public_key=str(tmp_path / "run" / "public.pem"))
+    try:
+        out = stream_adapted_policies(
+            env, config.policy_spec(), buffers, tasks, adapted, tmp_path / "run" / "private.pem", 3
+        )
+        assert out["policies"] == 3 and out["accepted"] == 3 and out["refused"] == []
+        assert len(out["world_returns"]) == 3
+        assert all(math.isfinite(r) for r in out["world_returns"].values())
+        bad = stream_adapted_policies(
+            env,
+            config.policy_spec(),
+            buffers,
+            tasks,
+            adapted,
+            tmp_path / "other" / "private.pem",
+            4,
+        )
+    finally:
+        env.close()
+    assert bad["accepted"] == 0 and len(bad["refused"]) == 3 and bad["unanswered"] == 0
+    assert all("signature" in reason or "key" in reason for reason in bad["refused"])

@@ -63,6 +63,9 @@ class WorldConfig:
     """Absolute folder for the world's `Player-<worker_id>.log`; None = world's stderr."""
     extra_args: tuple[str, ...] = ()
     """More command-line arguments for the executable."""
+    policy_public_key: str | None = None
+    """PEM public key the built-in world checks streamed PolicyWeights with
+    (`--policy-public-key`); a Unity build or the Editor uses the key its scene trusts."""
 
     def file_name(self) -> str | None:
         if self.editor:
@@ -102,6 +105,7 @@ class MLAgentsTaskEnv:
         self._env: Any = None
         self._channel: Any = None
         self._stats: Any = None
+        self._policy: Any = None
         self.last_round_stats: dict[str, list[tuple[float, Any]]] = {}
         self._behavior = ""
         self._tasks: list[Task | None] = [None] * self.config.num_areas
@@ -118,6 +122,7 @@ class MLAgentsTaskEnv:
         from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
 
         from avatar_meta.envs.fast_env import environment_class
+        from avatar_meta.envs.policy_channel import PolicyChannel
         from avatar_meta.envs.task_channel import TaskChannel
 
         cfg = self.config
@@ -125,8 +130,11 @@ class MLAgentsTaskEnv:
         args = list(cfg.extra_args)
         if file_name is not None:
             args = ["--num-areas", str(cfg.num_areas), *args]
+        if cfg.policy_public_key and cfg.env_path is None and not cfg.editor:
+            args += ["--policy-public-key", cfg.policy_public_key]
         self._channel = TaskChannel()
         self._stats = StatsSideChannel()
+        self._policy = PolicyChannel()
         try:
             # FastUnityEnvironment unless AVATAR_META_PROTOCOL=stock (same API, bytes codec).
             self._env = environment_class()(
@@ -137,7 +145,7 @@ class MLAgentsTaskEnv:
                 no_graphics=cfg.no_graphics,
                 timeout_wait=cfg.timeout_wait,
                 additional_args=args,
-                side_channels=[self._channel, self._stats],
+                side_channels=[self._channel, self._stats, self._policy],
                 log_folder=cfg.log_folder,
                 num_areas=cfg.num_areas,
             )
@@ -152,6 +160,15 @@ class MLAgentsTaskEnv:
         except WorldFailure:
             self._shutdown(timeout=0)
             raise
+
+    def push_policy(self, area: int, envelope: bytes, inference: bool = False) -> int:
+        """Queue a signed PolicyWeights envelope for `area` on the PolicyChannel; it leaves
+        over the next exchanges (see `envs.policy_channel`). Returns the transfer id."""
+        return int(self._policy.push(area, envelope, inference))
+
+    def policy_acks(self) -> list[Any]:
+        """The world's answers (`PolicyAck`) to every transfer so far."""
+        return list(self._policy.acks)
 
     @property
     def port(self) -> int:

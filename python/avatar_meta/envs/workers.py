@@ -97,6 +97,10 @@ def _serve(env: MLAgentsTaskEnv, request: tuple[Any, ...]) -> tuple[str, Any]:
         if command == "recover":
             env.recover()
             return "ok", _info(env)
+        if command == "push_policy":
+            return "ok", env.push_policy(args[0], args[1], args[2])
+        if command == "policy_acks":
+            return "ok", env.policy_acks()
         return "error", f"unknown worker command {command!r}"
     except WorldFailure as err:
         return "failure", str(err)
@@ -249,6 +253,32 @@ class ParallelTaskEnv:
     @property
     def world_pids(self) -> list[int | None]:
         return [None if i is None else i.world_pid for i in self._infos]
+
+    def push_policy(self, area: int, envelope: bytes, inference: bool = False) -> int:
+        """Queue a signed PolicyWeights envelope for global `area` on its world's
+        PolicyChannel; returns the transfer id (unique per world, see `policy_acks`)."""
+        bounds = np.cumsum([0, *self._area_counts])
+        w = int(np.searchsorted(bounds, area, side="right") - 1)
+        if not 0 <= area < self.num_areas:
+            raise ValueError(f"push_policy: area {area} not in 0..{self.num_areas - 1}")
+        if not self._send(w, ("push_policy", int(area - bounds[w]), envelope, inference)):
+            raise WorldFailure(f"world {w} is not running (call recover())")
+        failures = self._collect_replies([w], "push_policy")
+        if failures:
+            raise WorldFailure("; ".join(failures))
+        return int(self._replies[w])
+
+    def policy_acks(self) -> list[Any]:
+        """Every world's answers to its transfers, areas made global."""
+        from dataclasses import replace
+
+        bounds = np.cumsum([0, *self._area_counts])
+        replies = self._broadcast("policy_acks", [("policy_acks",)] * self.num_envs)
+        return [
+            replace(ack, area=int(ack.area + bounds[w]))
+            for w, acks in enumerate(replies)
+            for ack in acks
+        ]
 
     def set_tasks(self, tasks: Sequence[Task | None]) -> None:
         if len(tasks) != self.num_areas:

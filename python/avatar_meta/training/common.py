@@ -31,8 +31,11 @@ EnvFactory = Callable[[], TaskEnv]
 # ---------------------------------------------------------------------------------------------
 # environments
 # ---------------------------------------------------------------------------------------------
-def make_env(config: RunConfig, log_folder: str | None = None) -> TaskEnv:
-    """The TaskEnv described by `config.env` (all worlds' areas concatenated)."""
+def make_env(
+    config: RunConfig, log_folder: str | None = None, policy_public_key: str | None = None
+) -> TaskEnv:
+    """The TaskEnv described by `config.env` (all worlds' areas concatenated).
+    `policy_public_key`: the PEM the built-in world verifies streamed policies with."""
     e = config.env
     if e.inprocess:
         from avatar_meta.envs.inprocess import PlazaEnvConfig, PlazaTaskEnv
@@ -49,6 +52,7 @@ def make_env(config: RunConfig, log_folder: str | None = None) -> TaskEnv:
         no_graphics=e.no_graphics,
         timeout_wait=e.timeout_wait,
         log_folder=log_folder,
+        policy_public_key=policy_public_key,
     )
     if e.num_envs == 1:
         return MLAgentsTaskEnv(world)

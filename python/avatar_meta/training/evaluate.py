@@ -94,11 +94,13 @@ def evaluate_tasks(
     config: RunConfig,
     method: str,
     seed: int = 0,
+    adapted_out: dict[str, Params] | None = None,
 ) -> list[HeldoutRecord]:
     """Records (one per task) with `return_by_step` of length adaptation_steps + 1.
 
     `init` is one initialisation for every task, or already stacked per task [K, ...] (one
-    meta-policy per family); `adapt_fn` then adapts the whole stack."""
+    meta-policy per family); `adapt_fn` then adapts the whole stack. `adapted_out`, if
+    given, receives the final adapted params under the method's name (stacked [K, ...])."""
     ev, m = config.eval, config.meta
     generator = torch.Generator().manual_seed(seed)
     if _is_stacked(init, policy):
@@ -117,6 +119,8 @@ def evaluate_tasks(
             batch = rollouts_to_tasks(rolls, m.gamma, m.gae_lambda)
             stacked = adapt_fn(stacked, batch, s)
     wall = (time.perf_counter() - start) / max(len(tasks), 1)
+    if adapted_out is not None:
+        adapted_out[method] = stacked
     by_task = np.stack(returns, axis=1)  # [K, S+1]
     return [
         make_record(task, method, by_task[i].tolist(), int(steps[i]), wall)
@@ -155,8 +159,9 @@ def evaluate_checkpoint(
     env: TaskEnv,
     run_dir: Path,
     tasks: Sequence[Task],
+    adapted_out: dict[str, Params] | None = None,
 ) -> list[HeldoutRecord]:
-    """Load `checkpoints/<algorithm>.pt` and evaluate it on `tasks`."""
+    """Load `checkpoints/<algorithm>.pt` and evaluate it on `tasks` (see `evaluate_tasks`)."""
     from avatar_meta.training.meta_loop import checkpoint_path, load_checkpoint, policy_key
 
     ck = load_checkpoint(checkpoint_path(run_dir, algorithm))
@@ -185,6 +190,7 @@ def evaluate_checkpoint(
         config,
         algorithm,
         seed=config.env.seed + 1000,
+        adapted_out=adapted_out,
     )
 
 

@@ -8,7 +8,8 @@ Run folder `results/<run-id>/` (design section 8), mlagents-learn semantics:
   that had finished are not retrained) and redoes evaluation, baselines and report.
 
 Flow: resolved `config.yaml` -> meta-train each configured algorithm (checkpoint every
-iteration) -> held-out evaluation of each -> baselines on the same held-out tasks ->
+iteration) -> held-out evaluation of each -> the first one's adapted policies streamed into
+the world over the PolicyChannel (`training.streaming`) -> baselines on the same held-out tasks ->
 `report.write_report` (metrics.json, report.md, plots). Records are also kept as
 `heldout_meta.json` and `heldout_baselines.json` so `avatar-meta evaluate` can redo the
 meta-learners' part alone.
@@ -38,6 +39,7 @@ META_RECORDS = "heldout_meta.json"
 BASELINE_RECORDS = "heldout_baselines.json"
 CURVES = "training_curves.json"
 TIMING = "timing.json"
+STREAMING = "streaming.json"
 
 
 class RunExistsError(RuntimeError):
@@ -111,7 +113,12 @@ def train(config: RunConfig, run_id: str, *, resume: bool = False, force: bool =
     timing: dict[str, Any] = {}
     curves: dict[str, list[dict[str, float]]] = {}
     heldout = config.task_distribution().heldout()
-    env = make_env(config, log_folder=str((run_dir / "logs").resolve()))
+    keys = ensure_keys(run_dir)
+    env = make_env(
+        config,
+        log_folder=str((run_dir / "logs").resolve()),
+        policy_public_key=str((keys / "public.pem").resolve()),
+    )
     writer = _writer(config, run_dir)
     try:
         with _progress(config) as progress:
@@ -129,9 +136,11 @@ def train(config: RunConfig, run_id: str, *, resume: bool = False, force: bool =
                 }
         t_eval = time.perf_counter()
         records: list[HeldoutRecord] = []
+        adapted: dict[str, Any] = {}
         for algo in config.meta.algorithms:
-            records += evaluate_checkpoint(algo, config, env, run_dir, heldout)
+            records += evaluate_checkpoint(algo, config, env, run_dir, heldout, adapted)
         timing["evaluation_s"] = time.perf_counter() - t_eval
+        streaming = stream_first_algorithm(env, config, run_dir, heldout, adapted)
     finally:
         env.close()
         if writer is not None:
@@ -144,9 +153,46 @@ def train(config: RunConfig, run_id: str, *, resume: bool = False, force: bool =
     timing["baselines_s"] = time.perf_counter() - t_base
     timing["total_s"] = time.perf_counter() - t0
     (run_dir / TIMING).write_text(json.dumps(timing, indent=1))
+    (run_dir / STREAMING).write_text(json.dumps(streaming, indent=1))
     export_meta_policy(run_dir, records, config)
     finish_report(run_dir, records + base_records, {**curves, **base_curves}, config, validation)
     return run_dir
+
+
+def ensure_keys(run_dir: Path) -> Path:
+    """The run's signing key pair `keys/{private,public}.pem`, created on first use."""
+    from avatar_meta.export.signing import write_keypair
+
+    keys = run_dir / "keys"
+    if not (keys / "private.pem").exists():
+        write_keypair(keys)
+    return keys
+
+
+def stream_first_algorithm(
+    env: Any, config: RunConfig, run_dir: Path, heldout: list[Any], adapted: dict[str, Any]
+) -> dict[str, Any]:
+    """Push the first meta-learner's adapted held-out policies into the world
+    (`training.streaming`); a failure is logged and reported, never fatal."""
+    from avatar_meta.training.meta_loop import checkpoint_path, load_checkpoint
+    from avatar_meta.training.streaming import stream_adapted_policies
+
+    algo = config.meta.algorithms[0]
+    try:
+        buffers = load_checkpoint(checkpoint_path(run_dir, algo))["buffers"]
+        out = stream_adapted_policies(
+            env,
+            config.policy_spec(),
+            buffers,
+            heldout,
+            adapted[algo],
+            run_dir / "keys" / "private.pem",
+            version=config.eval.adaptation_steps,
+        )
+    except Exception as err:  # the run's results do not depend on this demonstration
+        logger.warning("streaming adapted policies into the world failed: %s", err)
+        out = {"error": f"{type(err).__name__}: {err}"}
+    return {"algorithm": algo, **out}
 
 
 def export_meta_policy(run_dir: Path, records: list[HeldoutRecord], config: RunConfig) -> None:
@@ -158,17 +204,12 @@ def export_meta_policy(run_dir: Path, records: list[HeldoutRecord], config: RunC
     The signing key is `keys/private.pem` in the run folder, created on first use; games
     verify with `keys/public.pem` (or pass your own key through `avatar-meta export`).
     """
-    from avatar_meta.export.checkpoint import export_checkpoint
-    from avatar_meta.export.signing import write_keypair
+    from avatar_meta.export.checkpoint import export_checkpoint, policy_keys
     from avatar_meta.report.metrics import best_meta_learner
-    from avatar_meta.training.meta_loop import checkpoint_path
+    from avatar_meta.training.meta_loop import SHARED_KEY, checkpoint_path
 
     best = best_meta_learner(records) or config.meta.algorithms[0]
-    keys = run_dir / "keys"
-    if not (keys / "private.pem").exists():
-        write_keypair(keys)
-    from avatar_meta.export.checkpoint import policy_keys
-    from avatar_meta.training.meta_loop import SHARED_KEY
+    keys = ensure_keys(run_dir)
 
     path = checkpoint_path(run_dir, best)
     result = export_checkpoint(path, run_dir, sign_key=keys / "private.pem", task_id="meta")
@@ -242,6 +283,8 @@ def finish_report(
     extra: dict[str, Any] = {}
     if (run_dir / TIMING).exists():
         extra["timing"] = json.loads((run_dir / TIMING).read_text())
+    if (run_dir / STREAMING).exists():
+        extra["streaming"] = json.loads((run_dir / STREAMING).read_text())
     if validation:
         extra["oracle_validation"] = validation
     paths = write_report(run_dir, records, curves, config, _versions(), extra)
