@@ -10,6 +10,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from avatar_meta.benchmarks import SUITES
+
 DESCRIPTION = """\
 avatar-meta: meta-learn Unity ML-Agents avatar behaviour across scenarios, adapt to a new
 scenario from a handful of episodes, and stream the adapted policy back into the engine.
@@ -21,6 +23,7 @@ Start here:
   avatar-meta world --print-path        path of the headless world, usable as `--env` anywhere
   avatar-meta bench protocol --out F    measure the ML-Agents protocol throughput
   avatar-meta serve --run-id ID         adaptation service over gRPC (docs/serving.md)
+  avatar-meta generate --examples E --query Q   character attributes from a few examples
 """
 
 
@@ -88,15 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a benchmark suite and write its JSON",
         description="Run a benchmark suite; results compare against a baseline in the same run.",
     )
-    bench.add_argument(
-        "suite", choices=["protocol", "adaptation", "algorithms"], help="which suite to run"
-    )
+    bench.add_argument("suite", choices=sorted(SUITES), help="which suite to run")
     bench.add_argument("--out", required=True, help="where to write the JSON result")
     bench.add_argument("--quick", action="store_true", help="short run (for smoke tests)")
     bench.set_defaults(func=_cmd_bench, passthrough=False)
     _add_train_parsers(sub)
     _add_export_parsers(sub)
     _add_serve_parser(sub)
+    _add_generate_parser(sub)
     return parser
 
 
@@ -216,8 +218,9 @@ def _cmd_export(args: argparse.Namespace, rest: list[str]) -> int:
             args.out_dir,
             sign_key=args.sign_key,
             version=args.policy_version,
-            task_id=args.task_id,
+            task_id=args.task_id or (args.family or ""),
             behavior=args.behavior,
+            family=args.family,
         )
     except (OSError, ValueError) as err:
         print(f"avatar-meta export: {err}", file=sys.stderr)
@@ -246,6 +249,9 @@ def _add_export_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignor
     export.add_argument("--policy-version", type=int, default=1, help="version to stamp")
     export.add_argument("--task-id", default="", help="task id to stamp")
     export.add_argument("--behavior", default="AvatarAgent", help="behaviour name")
+    export.add_argument(
+        "--family", help="scenario family whose meta-policy to export (per-family runs)"
+    )
     export.set_defaults(func=_cmd_export, passthrough=False)
 
 
@@ -269,6 +275,10 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     serve.add_argument("--run-id", help="serve results/<run-id>/checkpoints/<algorithm>.pt")
     serve.add_argument("--results-dir", default="results", help="folder holding the runs")
     serve.add_argument("--checkpoint", help="serve this checkpoint file instead of a run")
+    serve.add_argument(
+        "--family",
+        help="scenario family whose meta-policy to adapt (runs with one meta-policy per family)",
+    )
     serve.add_argument("--port", type=int, default=50061, help="0 = any free port")
     serve.add_argument("--token-file", help="file holding the bearer token clients must send")
     serve.add_argument(
@@ -287,7 +297,99 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     serve.add_argument("--max-steps", type=int, default=20_000, help="steps per request cap")
     serve.add_argument("--max-episodes", type=int, default=64, help="episodes per request cap")
     serve.add_argument("--grace-s", type=float, default=10.0, help="drain time on SIGTERM")
+    serve.add_argument(
+        "--max-batch", type=int, default=8, help="Adapt requests adapted together, at most"
+    )
+    serve.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=2.0,
+        help="wait this long for requests still being parsed to join a batch (0 = never)",
+    )
+    serve.add_argument(
+        "--rate-limit",
+        type=_rate,
+        default=100.0,
+        metavar="R/s",
+        help="Adapt requests per second per client (peer host + bearer token); 0 = off",
+    )
+    serve.add_argument(
+        "--rate-burst", type=float, default=None, help="token-bucket size (default: R, >= 1)"
+    )
     serve.set_defaults(func=_cmd_serve, passthrough=False)
+
+
+def _rate(text: str) -> float:
+    """`--rate-limit` value: `R` or `R/s` (requests per second), >= 0."""
+    value = text[:-2] if text.endswith("/s") else text
+    try:
+        rate = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected R or R/s, e.g. 50/s") from None
+    if rate < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 0 (0 = no limit)")
+    return rate
+
+
+def _cmd_generate(args: argparse.Namespace, rest: list[str]) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from avatar_meta.meta import character
+
+    torch.set_num_threads(1)  # small network: one thread is fastest, and kind to shared cores
+    try:
+        model = None
+        if args.model:
+            if not Path(args.model).exists():
+                raise character.InputError(
+                    f"--model {args.model} does not exist; omit --model to meta-train now, "
+                    "or create it with --save-model"
+                )
+            model = character.CharacterModel.load(args.model)
+        result = character.generate(
+            args.examples,
+            args.query,
+            model,
+            iterations=args.iterations,
+            seed=args.seed,
+            save_model=args.save_model,
+        )
+    except (character.InputError, OSError, ValueError) as err:
+        print(f"avatar-meta generate: {err}", file=sys.stderr)
+        return 2
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+        print(f"wrote {len(result['generated'])} characters to {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def _add_generate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    gen = sub.add_parser(
+        "generate",
+        help="few-shot character attributes from a designer's examples (docs/algorithms.md)",
+        description=(
+            "Adapt the meta-learned attribute generator to a designer's examples "
+            "(style descriptor -> attributes) and generate attributes for new descriptors. "
+            "Without --model it meta-trains first (seconds). See config/character_examples.json "
+            "and config/character_query.json for the file formats."
+        ),
+    )
+    gen.add_argument("--examples", required=True, help="JSON: the designer's examples")
+    gen.add_argument("--query", required=True, help="JSON: descriptors to generate for")
+    gen.add_argument("--model", help="load this meta-trained model (from --save-model)")
+    gen.add_argument("--save-model", help="after meta-training, save the model here")
+    gen.add_argument("--out", help="write the JSON result here (default: print it)")
+    gen.add_argument(
+        "--iterations", type=int, default=1500, help="meta-iterations when training (1500)"
+    )
+    gen.add_argument("--seed", type=int, default=0, help="seed of meta-training (0)")
+    gen.set_defaults(func=_cmd_generate, passthrough=False)
 
 
 def _print_versions() -> None:
