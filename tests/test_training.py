@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 import torch
 
@@ -329,3 +330,17 @@ def test_adapted_policies_stream_into_the_world_and_drive_it(tmp_path: Path) -> 
         env.close()
     assert bad["accepted"] == 0 and len(bad["refused"]) == 3 and bad["unanswered"] == 0
     assert all("signature" in reason or "key" in reason for reason in bad["refused"])
+
+
+def test_training_scorer_normalises_against_scripted_and_random() -> None:
+    from avatar_meta.training.meta_loop import TrainingScorer
+
+    tasks = tiny().task_distribution().train_tasks()[:3]
+    scorer = TrainingScorer(episodes=2)
+    lo, hi = scorer.references(tasks)
+    assert np.all(hi > lo)  # the scripted controller beats random actions
+    assert scorer.score(tasks, hi) == pytest.approx(1.0)
+    assert scorer.score(tasks, lo) == pytest.approx(0.0)
+    assert scorer.score(tasks, (lo + hi) / 2) == pytest.approx(0.5)
+    again = scorer.references(list(reversed(tasks)))  # cached per task, in the caller's order
+    assert np.array_equal(again[1], hi[::-1])

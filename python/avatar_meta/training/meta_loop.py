@@ -357,12 +357,15 @@ class TrainingScorer:
         lo, hi = zip(*(self._refs[t.task_id] for t in tasks), strict=True)
         return np.array(lo), np.array(hi)
 
-    def score(self, tasks: list[Any], returns: np.ndarray) -> float:
-        """Mean normalised score of one return per task (tasks without a gap are skipped)."""
+    def score(self, tasks: list[Any], returns: np.ndarray) -> float | None:
+        """Mean normalised score of one return per task; tasks whose scripted controller is no
+        better than random are skipped (None if that leaves none)."""
         from avatar_meta.training.baselines import normalised_score
 
         lo, hi = self.references(tasks)
-        return float(np.nanmean(normalised_score(returns, lo, hi)))
+        scores = normalised_score(returns, lo, hi)
+        finite = scores[np.isfinite(scores)]
+        return float(finite.mean()) if len(finite) else None
 
 
 def task_groups(keys: list[str]) -> dict[str, torch.Tensor]:
@@ -543,9 +546,10 @@ def train_algorithm(
         state.env_seconds += stats.seconds
         state.learn_seconds += learn_s
         pre = mean_returns(support_roll)
-        log["pre_score"] = scorer.score(tasks, pre)
-        if post is not None:
-            log["post_score"] = scorer.score(tasks, post)
+        for name, returns in (("pre_score", pre), ("post_score", post)):
+            score = None if returns is None else scorer.score(tasks, returns)
+            if score is not None:
+                log[name] = score
         entry = _curve_entry(state, tasks, pre, post, log)
         if not all(math.isfinite(v) for v in entry.values()):
             raise FloatingPointError(f"{algorithm}: non-finite training values {entry}")
