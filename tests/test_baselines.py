@@ -147,3 +147,27 @@ def test_run_baselines_records_in_the_shared_format() -> None:
     assert {"iteration", "env_steps", "pre_return", "post_return"} <= set(
         res.training_curves["oracle"][0]
     )
+
+
+def test_multitask_pretrains_one_policy_per_family_when_asked() -> None:
+    """per_family: the budget is split over the families, one pretraining run each (their
+    curves joined, env steps adding up), and every held-out task is fine-tuned."""
+    dist = TaskDistribution(families=("reach_landmark", "keep_distance"), n_train=4, n_heldout=2)
+    tiny = PretrainConfig(env_steps=2, tasks_per_iter=2, episodes_per_task=1)
+    cfg = BaselineConfig(
+        methods=("random", "multitask_finetune"),
+        eval_episodes=1,
+        n_validation=2,
+        multitask=tiny,
+        per_family=True,
+        finetune=FineTuneConfig(episodes_per_step=1, steps=1, lr_candidates=(3e-4,)),
+    )
+    res = run_baselines(
+        cfg, lambda: PlazaTaskEnv(PlazaEnvConfig(num_areas=4)), dist.heldout(), dist.train_tasks()
+    )
+    curve = res.training_curves["multitask_finetune"]
+    assert {e["group"] for e in curve} == {0.0, 1.0}
+    steps = [e["env_steps"] for e in curve]
+    assert steps == sorted(steps) and len(curve) == 2
+    tuned = [r for r in res.records if r["method"] == "multitask_finetune"]
+    assert {r["task_id"] for r in tuned} == {t.task_id for t in dist.heldout()}

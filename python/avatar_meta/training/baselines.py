@@ -130,6 +130,9 @@ class BaselineConfig:
     """PPO settings of ppo_scratch (a fresh policy learns its normalisation as it goes)."""
     multitask: PretrainConfig = PretrainConfig()
     """Multi-task pretraining budget."""
+    per_family: bool = False
+    """Pretrain one multi-task policy per family (the budget split evenly) and fine-tune each
+    held-out task from its family's: the fair match for per-family meta-policies."""
     oracle: PretrainConfig = PretrainConfig(env_steps=4_000_000, patience=30)
     """Oracle training budget ("to convergence": patience stops it early)."""
     oracle_deterministic: bool = True
@@ -318,20 +321,24 @@ def search_lr(
     return max(scores, key=lambda lr: scores[lr]), scores
 
 
+AgentsFor = Callable[[Sequence[Task]], AgentMaker]
+"""A task list -> the agent maker for positions in that list."""
+
+
 def _finetune_records(
     env: TaskEnv,
     method: str,
-    make_agent: AgentMaker,
+    agents_for: AgentsFor,
     heldout: Sequence[Task],
     validation: Sequence[Task],
     cfg: FineTuneConfig,
     results: BaselineResults,
 ) -> None:
     start = time.perf_counter()
-    lr, scores = search_lr(env, make_agent, validation, cfg)
+    lr, scores = search_lr(env, agents_for(validation), validation, cfg)
     results.chosen_lr[method] = lr
     logger.info("%s: fine-tuning lr %g (validation scores %s)", method, lr, scores)
-    returns, steps = fine_tune(env, make_agent, heldout, cfg, lr)
+    returns, steps = fine_tune(env, agents_for(heldout), heldout, cfg, lr)
     wall = (time.perf_counter() - start) / max(len(heldout), 1)
     for k, task in enumerate(heldout):
         results.records.append(make_record(task, method, returns[k], int(steps[k]), wall))
@@ -431,8 +438,8 @@ def run_baselines(
         if "ppo_scratch" in config.methods:
             scratch = replace(config.finetune, ppo=config.scratch_ppo)
 
-            def fresh(k: int) -> PPOAgent:
-                return PPOAgent(spec, scratch.ppo, config.seed + 1000 + k)
+            def fresh(tasks: Sequence[Task]) -> AgentMaker:
+                return lambda k: PPOAgent(spec, scratch.ppo, config.seed + 1000 + k)
 
             _finetune_records(env, "ppo_scratch", fresh, heldout, validation, scratch, results)
     finally:
@@ -449,14 +456,32 @@ def _multitask(
     validation: Sequence[Task],
     results: BaselineResults,
 ) -> None:
-    trained = pretrain(env, train, config.multitask, spec, config.seed + 2, False, "multitask")
-    results.training_curves["multitask_finetune"] = trained.curve
-    base, ft = trained.agent, config.finetune
+    """Multi-task PPO pretraining on the training tasks (one policy, or one per family with
+    the budget split evenly), then per-task fine-tuning from it."""
+    groups = {"all": list(train)}
+    if config.per_family:
+        groups = {f: [t for t in train if t.family == f] for f in sorted({t.family for t in train})}
+    budget = replace(config.multitask, env_steps=config.multitask.env_steps // len(groups))
+    pretrained: dict[str, PPOAgent] = {}
+    curve: list[dict[str, float]] = []
+    for n, (key, tasks) in enumerate(groups.items()):
+        trained = pretrain(env, tasks, budget, spec, config.seed + 2, False, f"multitask {key}")
+        pretrained[key] = trained.agent
+        offset = curve[-1]["env_steps"] if curve else 0.0  # one curve: env steps add up
+        curve += [
+            {**e, "env_steps": e["env_steps"] + offset, "group": float(n)} for e in trained.curve
+        ]
+    results.training_curves["multitask_finetune"] = curve
+    ft = config.finetune
 
-    def from_pretrained(k: int) -> PPOAgent:
-        agent = base.copy(ft.ppo, config.seed + 2000 + k)
-        agent.reset_exploration()
-        return agent
+    def from_pretrained(tasks: Sequence[Task]) -> AgentMaker:
+        def make(k: int) -> PPOAgent:
+            key = tasks[k].family if config.per_family else "all"
+            agent = pretrained[key].copy(ft.ppo, config.seed + 2000 + k)
+            agent.reset_exploration()
+            return agent
+
+        return make
 
     _finetune_records(env, "multitask_finetune", from_pretrained, heldout, validation, ft, results)
 

@@ -245,6 +245,7 @@ def baseline_config(config: RunConfig) -> Any:
         n_validation=b.n_validation,
         finetune=finetune,
         multitask=replace(base.multitask, env_steps=b.multitask_env_steps),
+        per_family=config.meta.per_family,
         oracle=replace(base.oracle, env_steps=b.oracle_env_steps, patience=b.oracle_patience),
     )
 
