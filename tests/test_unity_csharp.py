@@ -31,6 +31,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import struct
 import subprocess
 from pathlib import Path
@@ -426,12 +427,20 @@ def _client_vectors(path: Path) -> None:
     path.write_text(json.dumps(out))
 
 
+def _default_sigint() -> None:
+    """A job started in the background by a non-interactive shell (`make test &`, some CI
+    runners) inherits SIGINT ignored, and a shell script cannot trap a signal ignored on entry;
+    the runner's fake trainer must see SIGINT the way an Editor-launched trainer does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _client_run(build: Path, *args: str) -> str:
     proc = subprocess.run(
         ["mono", str(build / "ClientRunner.exe"), *args],
         capture_output=True,
         text=True,
         timeout=120,
+        preexec_fn=_default_sigint,
     )
     failed = [line for line in proc.stdout.splitlines() if " FAIL" in line]
     assert proc.returncode == 0 and "RESULT PASS" in proc.stdout and not failed, (

@@ -523,7 +523,14 @@ internal static class ClientRunner
         string bin = Path.Combine(workDir, "venv dir with spaces");
         Directory.CreateDirectory(bin);
         string fake = Path.Combine(bin, "avatar-meta");
-        File.WriteAllText(fake, "#!/bin/sh\ntrap 'echo GOT-INT; exit 130' INT\nfor a in \"$@\"; do echo \"ARG<$a>\"; done\necho \"CWD<$(pwd)>\"\necho READY\nwhile true; do sleep 0.05; done\n");
+        // Python, not sh: dash can miss a trapped SIGINT that lands while it forks `sleep`
+        // (seen once under load), and Python's handler runs at the next bytecode.
+        File.WriteAllText(fake, "#!/usr/bin/env python3\nimport os, signal, sys, time\n"
+            + "def stop(*_):\n    print('GOT-INT', flush=True)\n    sys.exit(130)\n"
+            + "signal.signal(signal.SIGINT, stop)\n"
+            + "for a in sys.argv[1:]:\n    print('ARG<' + a + '>', flush=True)\n"
+            + "print('CWD<' + os.getcwd() + '>', flush=True)\nprint('READY', flush=True)\n"
+            + "while True:\n    time.sleep(0.05)\n");
         Process.Start("chmod", "+x '" + fake + "'").WaitForExit();
         string config = Path.Combine(workDir, "it's a \"config\" $HOME `x`; rm -rf nothing.yaml");
         var launch = new TrainerLaunch
