@@ -124,11 +124,6 @@ def per_task_policy_fn(
     return fn
 
 
-def stack_params(params: Params, k: int) -> Params:
-    """The same params repeated for k tasks ([k, ...] per entry, detached)."""
-    return {n: v.detach().unsqueeze(0).expand(k, *v.shape).clone() for n, v in params.items()}
-
-
 # ---------------------------------------------------------------------------------------------
 # rollouts -> RLBatch
 # ---------------------------------------------------------------------------------------------

@@ -39,7 +39,6 @@ from avatar_meta.training.common import (
     mean_returns,
     per_task_policy_fn,
     rollouts_to_tasks,
-    stack_params,
 )
 from avatar_meta.training.records import HeldoutRecord, make_record
 
@@ -98,15 +97,12 @@ def evaluate_tasks(
 ) -> list[HeldoutRecord]:
     """Records (one per task) with `return_by_step` of length adaptation_steps + 1.
 
-    `init` is one initialisation for every task, or already stacked per task [K, ...] (one
-    meta-policy per family); `adapt_fn` then adapts the whole stack. `adapted_out`, if
-    given, receives the final adapted params under the method's name (stacked [K, ...])."""
+    `init` is each task's initialisation stacked [K, ...] (its family's meta-policy);
+    `adapt_fn` adapts the whole stack. `adapted_out`, if given, receives the final adapted
+    params under the method's name (stacked [K, ...])."""
     ev, m = config.eval, config.meta
     generator = torch.Generator().manual_seed(seed)
-    if _is_stacked(init, policy):
-        stacked = {k: v.detach() for k, v in init.items()}
-    else:
-        stacked = stack_params(init, len(tasks))
+    stacked = {k: v.detach() for k, v in init.items()}
     returns: list[np.ndarray] = []
     steps = np.zeros(len(tasks), dtype=np.int64)
     start = time.perf_counter()
@@ -126,14 +122,6 @@ def evaluate_tasks(
         make_record(task, method, by_task[i].tolist(), int(steps[i]), wall)
         for i, task in enumerate(tasks)
     ]
-
-
-def _is_stacked(params: Params, policy: Policy) -> bool:
-    """True if every entry has one more (leading) dimension than the policy's shapes."""
-    from avatar_meta.rl.policy import param_shapes
-
-    shapes = param_shapes(policy.spec)
-    return all(params[k].dim() == len(shapes[k]) + 1 for k in shapes)
 
 
 def grouped_adapt_fn(fns: dict[str, AdaptFn], keys: Sequence[str]) -> AdaptFn:
