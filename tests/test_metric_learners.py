@@ -158,7 +158,7 @@ def test_sampler_classes_are_disjoint_and_episodes_well_formed() -> None:
 
 
 def test_episodic_training_beats_nearest_neighbour_on_digits_1shot() -> None:
-    from avatar_meta.benchmarks.algorithms import digits_data
+    from avatar_meta.meta.digits import digits_data
 
     x_tr, y_tr, x_te, y_te = digits_data()
     learner = ProtoNet(

@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_parsers(sub)
     _add_serve_parser(sub)
     _add_generate_parser(sub)
+    _add_fit_parser(sub)
     return parser
 
 
@@ -390,6 +391,40 @@ def _add_generate_parser(sub: argparse._SubParsersAction) -> None:  # type: igno
     )
     gen.add_argument("--seed", type=int, default=0, help="seed of meta-training (0)")
     gen.set_defaults(func=_cmd_generate, passthrough=False)
+
+
+def _cmd_fit(args: argparse.Namespace, rest: list[str]) -> int:
+    from avatar_meta.config import ConfigError
+    from avatar_meta.training import fit
+
+    try:
+        config = fit.load_learners_config(args.config)
+        model = fit.fit(args.learner, config, args.out, force=args.force)
+    except (ConfigError, FileExistsError) as err:
+        print(f"avatar-meta fit: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {model} and {model.parent / 'metrics.json'}")
+    return 0
+
+
+def _add_fit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from avatar_meta.training.fit import LEARNERS
+
+    fit = sub.add_parser(
+        "fit",
+        help="train one of " + ", ".join(LEARNERS) + " (docs/algorithms.md)",
+        description=(
+            "Train one of the learners that do not run in the meta-RL loop, with its section "
+            "of a learners config (see config/learners.yaml), evaluate it on held-out data and "
+            "save the model: OUT/<learner>.pt, OUT/metrics.json, OUT/config.yaml. "
+            "maml, fomaml, reptile and metasgd train with `avatar-meta train`."
+        ),
+    )
+    fit.add_argument("learner", metavar="LEARNER", help="one of: " + ", ".join(LEARNERS))
+    fit.add_argument("--config", help="learners YAML (default: every section's defaults)")
+    fit.add_argument("--out", required=True, help="result folder")
+    fit.add_argument("--force", action="store_true", help="overwrite an existing model")
+    fit.set_defaults(func=_cmd_fit, passthrough=False)
 
 
 def _print_versions() -> None:

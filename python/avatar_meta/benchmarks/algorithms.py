@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from avatar_meta.meta import styles
+from avatar_meta.meta.digits import TEST_DIGITS, digits_data
 from avatar_meta.meta.metric import (
     EpisodeSampler,
     MatchingNet,
@@ -47,31 +48,6 @@ from avatar_meta.world import scripted
 
 N_WAY = 5
 BASELINE = "nearest neighbour on raw features"
-DIGIT_TRAIN = (0, 1, 2, 3, 4)
-DIGIT_TEST = (5, 6, 7, 8, 9)
-
-
-def digits_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """scikit-learn's 8x8 digits in [0, 1]: training pool (classes 0-4, each also rotated by
-    90/180/270 degrees and mirrored as extra classes, the Omniglot practice of Vinyals et al.
-    and Snell et al.: 40 training classes) and the untouched test pool (classes 5-9)."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    y = d.target.astype(np.int64)
-    train = np.isin(y, DIGIT_TRAIN)
-    imgs = x[train].reshape(-1, 8, 8)
-    xs, ys = [], []
-    for flip in (False, True):
-        for rot in range(4):
-            im = imgs[:, :, ::-1] if flip else imgs
-            xs.append(np.rot90(im, rot, axes=(1, 2)).reshape(-1, 64))
-            ys.append(y[train] + 10 * (4 * int(flip) + rot))
-    test = np.isin(y, DIGIT_TEST)
-    return np.concatenate(xs), np.concatenate(ys), x[test], y[test]
-
-
 def _learners(
     make_params: Callable[[], dict[str, torch.Tensor]],
     encode: Callable[..., torch.Tensor],
@@ -206,7 +182,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         15,
         xd_te,
         yd_te,
-        list(DIGIT_TEST),
+        list(TEST_DIGITS),
         lambda: init_conv(32, 2, seed=0),
         with_input(conv_encode),
         MetricConfig(steps=steps, lr=1e-3, seed=0),
