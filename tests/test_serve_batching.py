@@ -332,3 +332,21 @@ def test_rate_limit_refuses_with_resource_exhausted(server: Server) -> None:
         time.sleep(1.0 / RATE + 0.1)  # one token back
         c.adapt_raw(req, timeout=10)
         assert c.stats().counters["rate_limited"] >= 1
+
+
+def test_compute_floor_counts_every_weight_of_the_policy_it_adapts() -> None:
+    """The bench's compute floor multiplies exactly the policy's weight matrices: the forward
+    products cover each actor and critic weight once per row, and the backward pass adds
+    the actor's weight gradients (same size) and the input gradients of its deeper layers."""
+    from avatar_meta.benchmarks.adaptation import request_gemms
+    from avatar_meta.rl.policy import Policy, PolicySpec
+
+    params, _ = Policy(PolicySpec(hidden=(128, 64))).init(seed=0)
+    weights = {k: v.numel() for k, v in params.items() if k.endswith("weight")}
+    actor = sum(n for k, n in weights.items() if k.startswith("actor."))
+    critic = sum(n for k, n in weights.items() if k.startswith("critic."))
+    deeper = actor - weights["actor.0.weight"]
+    rows = 1000
+    shapes = request_gemms(32, (128, 64), 6, rows)
+    macs = sum(m * k * n for m, k, n in shapes)
+    assert macs == rows * (critic + 2 * actor + deeper)

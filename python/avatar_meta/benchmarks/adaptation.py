@@ -18,6 +18,9 @@ the values of the weights), 20 episodes x 200 steps per request:
   `server_cpu_ms_per_request` in each service entry is the server process's CPU time over the
   run divided by its requests. Both are far less sensitive to other load on a shared
   machine than latencies;
+- `compute_floor`: CPU ms of only the matrix products one request needs (critic forward for
+  the values, actor forward and backward), timed with nothing else; 16 in-flight requests
+  on this many cores cannot be answered faster than `p50_floor_ms_16_clients`;
 - `onnx`: producing the Sentis ONNX of adapted weights by swapping initializers of the
   cached graph vs a full re-export.
 Requests are pre-serialised with `serve.wire` (as a C# client's native protobuf would be fast
@@ -129,6 +132,48 @@ def _step(checkpoint: Path, requests: list[bytes], reps: int) -> dict[str, Any]:
         "to_batch_batched_cpu_ms_per_request": prepare_batched,
         "speedup_step": trainer / serve,
         "baseline": "trainer_step_cpu_ms",
+    }
+
+
+def request_gemms(
+    obs: int, hidden: tuple[int, ...], heads: int, rows: int
+) -> list[tuple[int, int, int]]:
+    """(M, K, N) of every matrix product one adaptation request needs at least: the critic's
+    forward pass (values for GAE), the actor's forward pass, and the actor's backward pass
+    (weight gradients of every layer, input gradients of all but the first)."""
+    widths = [obs, *hidden]
+    layers = list(zip(widths[:-1], widths[1:], strict=True))
+    critic = [(rows, k, n) for k, n in [*layers, (hidden[-1], 1)]]
+    actor = [(rows, k, n) for k, n in [*layers, (hidden[-1], heads)]]
+    weight_grads = [(k, rows, n) for _, k, n in actor]
+    input_grads = [(rows, n, k) for _, k, n in actor[1:]]
+    return critic + actor + weight_grads + input_grads
+
+
+def _compute_floor(reps: int) -> dict[str, Any]:
+    """CPU ms of the bare matrix products of one request (one thread, nothing else): a
+    floor no implementation of this adaptation step can go below on this machine, and what it
+    implies for the 16-client p50 (16 requests in flight share the cores)."""
+    from avatar_meta import contract
+
+    heads = contract.NUM_CONTINUOUS_ACTIONS + sum(contract.DISCRETE_BRANCHES)
+    shapes = request_gemms(contract.OBSERVATION_SIZE, HIDDEN, heads, EPISODES * STEPS)
+    mats = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in shapes]
+    flops = sum(2 * m * k * n for m, k, n in shapes)
+
+    def products() -> None:
+        for a, b in mats:
+            torch.mm(a, b)
+
+    ms = min(_cpu_ms(products, 1) for _ in range(max(reps, 3)))
+    cores = os.cpu_count() or 1
+    return {
+        "gemm_mflop_per_request": flops / 1e6,
+        "gemm_cpu_ms_per_request": ms,
+        "gemm_gflop_per_s_one_thread": flops / ms / 1e6,
+        "p50_floor_ms_16_clients": 16 * ms / cores,
+        "note": "16 closed-loop clients keep 16 requests in flight; with C cores each "
+        "request waits for about 16 / C requests' compute, so p50 >= 16 * floor / cores",
     }
 
 
@@ -301,6 +346,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             proc.wait(timeout=30)
         onnx = _onnx(checkpoint, 2 if quick else 10)
         step = _step(checkpoint, requests, 2 if quick else 10)
+        floor = _compute_floor(2 if quick else 10)
     head = by_clients["16"]
     for entry in by_clients.values():
         entry["ratio_p50_vs_inprocess"] = entry["p50_ms"] / inproc["p50_ms"]
@@ -327,5 +373,6 @@ def run(quick: bool = False) -> dict[str, Any]:
         },
         "service_by_clients": by_clients,
         "step": step,
+        "compute_floor": floor,
         "onnx": onnx,
     }
