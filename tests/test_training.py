@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from avatar_meta.config import RunConfig, config_from_dict
+from avatar_meta.training.checkpoints import checkpoint_path, load_checkpoint
 from avatar_meta.training.common import make_env
 from avatar_meta.training.evaluate import evaluate_checkpoint
-from avatar_meta.training.meta_loop import checkpoint_path, load_checkpoint, train_algorithm
+from avatar_meta.training.meta_loop import train_algorithm
 from avatar_meta.training.records import RECORD_KEYS, validate_record
 from avatar_meta.training.run import RunExistsError, prepare_run_dir
 
@@ -157,7 +158,7 @@ def test_per_family_meta_policies_train_and_evaluate_separately(tmp_path: Path) 
     """One meta-policy per family: both move during meta-training and end up different; the
     checkpoint holds both; evaluation starts each held-out task from its own family's policy
     (proved by breaking one family's policy and watching only that family's returns change)."""
-    from avatar_meta.training.meta_loop import SHARED_KEY, policy_keys
+    from avatar_meta.training.checkpoints import SHARED_KEY, policy_keys
 
     config = tiny(algorithms=["maml"], meta_iterations=1)
     assert policy_keys(config) == ["reach_landmark", "follow_visitor"]

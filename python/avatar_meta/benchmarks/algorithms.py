@@ -48,6 +48,8 @@ from avatar_meta.world import scripted
 
 N_WAY = 5
 BASELINE = "nearest neighbour on raw features"
+
+
 def _learners(
     make_params: Callable[[], dict[str, torch.Tensor]],
     encode: Callable[..., torch.Tensor],

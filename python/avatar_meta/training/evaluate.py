@@ -150,7 +150,7 @@ def evaluate_checkpoint(
     adapted_out: dict[str, Params] | None = None,
 ) -> list[HeldoutRecord]:
     """Load `checkpoints/<algorithm>.pt` and evaluate it on `tasks` (see `evaluate_tasks`)."""
-    from avatar_meta.training.meta_loop import checkpoint_path, load_checkpoint, policy_key
+    from avatar_meta.training.checkpoints import checkpoint_path, load_checkpoint, policy_key
 
     ck = load_checkpoint(checkpoint_path(run_dir, algorithm))
     policy = Policy(config.policy_spec())

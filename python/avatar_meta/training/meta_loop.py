@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +55,15 @@ from avatar_meta.meta import (
 )
 from avatar_meta.rl import Buffers, Params, Policy, PPOConfig, update_obs_stats
 from avatar_meta.rl.losses import make_ppo_loss
+from avatar_meta.training.checkpoints import (
+    SHARED_KEY,
+    MetaState,
+    checkpoint_path,
+    load_checkpoint,
+    policy_key,
+    policy_keys,
+    save_checkpoint,
+)
 from avatar_meta.training.common import (
     all_obs,
     mean_returns,
@@ -66,113 +73,6 @@ from avatar_meta.training.common import (
 
 logger = logging.getLogger("avatar_meta.training")
 ADAPT_PREFIX = "actor."
-
-
-# ---------------------------------------------------------------------------------------------
-# state and checkpoints
-# ---------------------------------------------------------------------------------------------
-SHARED_KEY = "all"
-"""Policy key of the single shared initialisation (`meta.per_family: false`)."""
-
-
-def policy_keys(config: RunConfig) -> list[str]:
-    """The meta-policies a run trains: one per training family, or one shared."""
-    if not config.meta.per_family:
-        return [SHARED_KEY]
-    return list(config.task_distribution().train_families)
-
-
-def policy_key(config: RunConfig, family: str) -> str:
-    """Which meta-policy a task of `family` starts from."""
-    return family if config.meta.per_family else SHARED_KEY
-
-
-@dataclass
-class MetaState:
-    """Everything a checkpoint holds. `params` maps a policy key (a family name, or
-    `SHARED_KEY`) to that meta-policy's parameters: a Params dict, or MetaSGDParams."""
-
-    algorithm: str
-    params: dict[str, Any]
-    buffers: Buffers
-    optimizer: torch.optim.Optimizer
-    np_rng: np.random.Generator
-    generator: torch.Generator
-    iteration: int = 0
-    """Completed meta-iterations."""
-    env_steps: int = 0
-    env_seconds: float = 0.0
-    learn_seconds: float = 0.0
-    finished: bool = False
-    curve: list[dict[str, float]] = field(default_factory=list)
-
-    def init_params(self, key: str) -> Params:
-        """The meta-learned initialisation of one policy key (Meta-SGD: without step sizes)."""
-        return _init_of(self.params[key])
-
-    def task_init(self, keys: list[str]) -> Params:
-        """Per-task initialisations stacked [K, ...] (task i starts from `keys[i]`)."""
-        inits = [self.init_params(k) for k in keys]
-        return {n: torch.stack([p[n] for p in inits]) for n in inits[0]}
-
-
-def _init_of(params: Any) -> Params:
-    p = params.init if isinstance(params, MetaSGDParams) else params
-    return {k: v.detach() for k, v in p.items()}
-
-
-def checkpoint_path(run_dir: Path, algorithm: str) -> Path:
-    return run_dir / "checkpoints" / f"{algorithm}.pt"
-
-
-def save_checkpoint(state: MetaState, path: Path, config: RunConfig) -> None:
-    """Atomic: write `<path>.tmp`, fsync, then os.replace over the previous checkpoint.
-
-    `params_by_key` / `metasgd_lrs_by_key` hold every meta-policy; `params` / `metasgd_lrs`
-    repeat the first one (the run's default export) for readers that take one policy."""
-    by_key = {k: _init_of(p) for k, p in state.params.items()}
-    lrs_by_key = {
-        k: [_detach(d) for d in p.lrs]
-        for k, p in state.params.items()
-        if isinstance(p, MetaSGDParams)
-    }
-    first = next(iter(state.params))
-    payload = {
-        "algorithm": state.algorithm,
-        "policy_keys": list(state.params),
-        "params_by_key": by_key,
-        "metasgd_lrs_by_key": lrs_by_key or None,
-        "params": by_key[first],
-        "metasgd_lrs": lrs_by_key.get(first),
-        "buffers": state.buffers,
-        "optimizer": state.optimizer.state_dict(),
-        "np_rng": state.np_rng.bit_generator.state,
-        "torch_generator": state.generator.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "iteration": state.iteration,
-        "env_steps": state.env_steps,
-        "env_seconds": state.env_seconds,
-        "learn_seconds": state.learn_seconds,
-        "finished": state.finished,
-        "curve": state.curve,
-        "config": config.to_dict(),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _detach(params: Params) -> Params:
-    return {k: v.detach().clone() for k, v in params.items()}
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    payload: dict[str, Any] = torch.load(path, weights_only=False)
-    return payload
 
 
 def init_state(algorithm: str, config: RunConfig, policy: Policy) -> MetaState:

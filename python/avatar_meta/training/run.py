@@ -174,7 +174,7 @@ def stream_first_algorithm(
 ) -> dict[str, Any]:
     """Push the first meta-learner's adapted held-out policies into the world
     (`training.streaming`); a failure is logged and reported, never fatal."""
-    from avatar_meta.training.meta_loop import checkpoint_path, load_checkpoint
+    from avatar_meta.training.checkpoints import checkpoint_path, load_checkpoint
     from avatar_meta.training.streaming import stream_adapted_policies
 
     algo = config.meta.algorithms[0]
@@ -206,7 +206,7 @@ def export_meta_policy(run_dir: Path, records: list[HeldoutRecord], config: RunC
     """
     from avatar_meta.export.checkpoint import export_checkpoint, policy_keys
     from avatar_meta.report.metrics import best_meta_learner
-    from avatar_meta.training.meta_loop import SHARED_KEY, checkpoint_path
+    from avatar_meta.training.checkpoints import SHARED_KEY, checkpoint_path
 
     best = best_meta_learner(records) or config.meta.algorithms[0]
     keys = ensure_keys(run_dir)
@@ -310,8 +310,8 @@ def _versions() -> dict[str, str]:
 def evaluate_run(results_dir: str | Path, run_id: str) -> Path:
     """Re-run the meta-learners' held-out evaluation from the saved checkpoints, then redo
     the report with the saved baseline records."""
+    from avatar_meta.training.checkpoints import checkpoint_path
     from avatar_meta.training.evaluate import evaluate_checkpoint
-    from avatar_meta.training.meta_loop import checkpoint_path
 
     torch.set_num_threads(1)
     run_dir = Path(results_dir) / run_id
