@@ -33,22 +33,31 @@ TOKEN = "test-token-0123456789abcdef"
 MAX_EPISODES, MAX_STEPS, MAX_BYTES = 8, 2000, 1_000_000
 
 
-def episodes(n: int = 4, steps: int = 50, seed: int = 0) -> list[svc.Episode]:
+def episodes(
+    n: int = 4,
+    steps: int = 50,
+    seed: int = 0,
+    *,
+    lengths: list[int] | None = None,
+    reward_scale: float = 1.0,
+) -> list[svc.Episode]:
+    """Synthetic episodes: `n` of `steps` steps, or one per entry of `lengths`; every third
+    step masks gesture 1 and makes no gesture; odd episodes end by the step limit."""
     rng = np.random.default_rng(seed)
     out = []
-    for _ in range(n):
-        masks = np.zeros((steps, 4))
+    for i, t in enumerate(lengths or [steps] * n):
+        masks = np.zeros((t, 4))
         masks[::3, 1] = 1
-        gestures = rng.integers(0, 4, size=(steps, 1))
+        gestures = rng.integers(0, 4, size=(t, 1))
         gestures[::3] = 0
         out.append(
             make_episode(
-                rng.normal(size=(steps, 32)),
-                rng.normal(size=(steps, 2)),
+                rng.normal(size=(t, 32)),
+                rng.normal(size=(t, 2)),
                 gestures,
-                rng.normal(size=steps),
+                rng.normal(size=t) * reward_scale,
                 masks,
-                interrupted=bool(_ % 2),
+                interrupted=bool(i % 2),
             )
         )
     return out

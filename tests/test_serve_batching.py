@@ -21,33 +21,12 @@ from avatar_meta.rl.losses import pg_loss
 from avatar_meta.serve import fast
 from avatar_meta.serve.adapter import VMAP_ROWS, Adapter, _groups, make_checkpoint
 from avatar_meta.serve.batching import Batcher, Job, RateLimiter, client_key
-from avatar_meta.serve.client import make_episode
-from test_serve import TOKEN, Server, start_server
-
-
-def episodes(lengths: list[int], seed: int) -> list[svc.Episode]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i, t in enumerate(lengths):
-        masks = np.zeros((t, 4))
-        masks[::4, 2] = 1
-        gestures = rng.integers(0, 4, size=(t, 1))
-        gestures[::4] = 0
-        out.append(
-            make_episode(
-                rng.normal(size=(t, 32)),
-                rng.normal(size=(t, 2)),
-                gestures,
-                rng.normal(size=t) * (1 + seed),
-                masks,
-                interrupted=bool(i % 2),
-            )
-        )
-    return out
+from test_serve import TOKEN, Server, episodes, start_server
 
 
 def request(lengths: list[int], seed: int) -> svc.AdaptRequest:
-    return svc.AdaptRequest(behavior_name="AvatarAgent", episodes=episodes(lengths, seed))
+    eps = episodes(lengths=lengths, seed=seed, reward_scale=1 + seed)
+    return svc.AdaptRequest(behavior_name="AvatarAgent", episodes=eps)
 
 
 @pytest.fixture(scope="module")
