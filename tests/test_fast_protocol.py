@@ -295,3 +295,25 @@ def test_every_path_combination_sees_the_same_trajectory(world_path: str, monkey
     reference = _trajectory("stock", "stock", world_path, monkeypatch)
     for trainer, world in (("fast", "fast"), ("fast", "stock"), ("stock", "fast")):
         assert _trajectory(trainer, world, world_path, monkeypatch) == reference, (trainer, world)
+
+
+@pytest.mark.parametrize("n", [1, 32, 64])
+def test_protocol_bench_payload_sizes_match_real_messages(n: int) -> None:
+    """The bench's bare-RPC floor uses payloads of the size the fast codecs really write."""
+    from avatar_meta.benchmarks.protocol import message_sizes
+
+    rng = np.random.default_rng(n)
+    result = StepResult(
+        obs=rng.standard_normal((n, SIZE)).astype(np.float32),
+        reward=rng.standard_normal(n).astype(np.float32),
+        done=np.zeros(n, bool),
+        interrupted=np.zeros(n, bool),
+        terminal_obs=np.zeros((n, SIZE), np.float32),
+        mask=np.zeros((n, GESTURES), bool),
+    )
+    world = len(FastCodec().step_message(result, b"", False))
+    action = ActionTuple(rng.standard_normal((n, 2)).astype(np.float32), np.ones((n, 1), np.int32))
+    trainer = len(encode_input(1, b"", {BEHAVIOR_KEY: (action, n)}))
+    want_world, want_trainer = message_sizes(n)
+    assert 0.7 * world <= want_world <= 1.3 * world + 200, (world, want_world)
+    assert 0.7 * trainer <= want_trainer <= 1.3 * trainer + 100, (trainer, want_trainer)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -270,7 +271,9 @@ def test_fixed_baseline_keeps_gamma_lambda() -> None:
 
 @pytest.mark.slow
 def test_bench_reports_a_comparison_and_moves_gamma_lambda() -> None:
-    out = mg.bench(quick=True, seeds=(0,), iterations=12)
+    from avatar_meta.benchmarks import metagrad_bench
+
+    out = metagrad_bench.bench(quick=True, seeds=(0,), iterations=12)
     for key in ("metric", "value", "baseline", "baseline_value", "beats_baseline"):
         assert key in out
     assert out["env_steps_per_run"] > 0
@@ -278,3 +281,39 @@ def test_bench_reports_a_comparison_and_moves_gamma_lambda() -> None:
     # the meta-gradient moved gamma/lambda away from their poor start
     moved = abs(out["final_gamma"][0] - 0.6) + abs(out["final_lambda"][0] - 0.3)
     assert moved > 0.02
+
+
+def test_delayed_reward_env_keeps_returns_and_pays_every_delay_steps() -> None:
+    """Same actions, same world: the delayed env pays exactly the summed rewards, only at
+    every 5th decision and at episode ends, so episode returns are unchanged."""
+    from avatar_meta.benchmarks.metagrad_bench import DelayedRewardEnv
+
+    task = make_task("reach_landmark", {"landmark": 1})
+    plain = PlazaTaskEnv(PlazaEnvConfig(num_areas=2, seed=3))
+    delayed = DelayedRewardEnv(PlazaTaskEnv(PlazaEnvConfig(num_areas=2, seed=3)), 5)
+    rng = np.random.default_rng(0)
+    for env in (plain, delayed):
+        env.set_tasks([task, task])
+        env.reset()
+    got, want, dones = [], [], []
+    for _ in range(420):  # two episodes of 200 decisions and part of a third
+        cont = rng.uniform(-1, 1, size=(2, 2)).astype(np.float32)
+        gesture = np.zeros(2, np.int64)
+        a, b = plain.step(cont, gesture), delayed.step(cont, gesture)
+        np.testing.assert_array_equal(a.obs, b.obs)
+        want.append(a.reward)
+        got.append(b.reward)
+        dones.append(a.done)
+    want_arr, got_arr, done_arr = np.array(want), np.array(got), np.array(dones)
+    ends = np.flatnonzero(done_arr[:, 0])
+    assert len(ends) == 2
+    start = 0
+    for end in ends:  # per episode: the same return
+        np.testing.assert_allclose(
+            got_arr[start : end + 1].sum(0), want_arr[start : end + 1].sum(0), rtol=1e-5
+        )
+        start = end + 1
+    paid = np.flatnonzero(got_arr[: ends[0] + 1, 0] != 0)
+    assert set((paid + 1) % 5) == {0}  # payouts only on every 5th decision of the episode
+    with pytest.raises(ValueError, match="delay must be >= 1"):
+        DelayedRewardEnv(plain, 0)

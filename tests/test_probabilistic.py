@@ -212,3 +212,19 @@ def test_learns_input_dependent_uncertainty_that_beats_a_fitted_gaussian() -> No
     assert 0.85 < coverage < 0.97, coverage
     # The prior learned the slope's spread (a ~ N(0, 1)), not just a noise level.
     assert 0.6 < float(torch.exp(meta.log_std["w"]).squeeze()) < 1.5
+
+
+def test_mixture_noise_calibration_is_the_maximum_likelihood_on_the_grid() -> None:
+    """With identical samples the mixture is one Gaussian, whose maximum-likelihood sigma is
+    the RMSE: the calibration must pick the grid point nearest to it (in log space). With
+    spread-out samples the mixture needs less noise than that single Gaussian."""
+    from avatar_meta.benchmarks.probabilistic_bench import NOISE_GRID, calibrate_noise
+
+    gen = torch.Generator().manual_seed(0)
+    targets = [torch.randn(30, 1, generator=gen) * 0.7 for _ in range(20)]
+    same = [torch.zeros(4, 30, 1) for _ in targets]
+    rmse = float(torch.cat(targets).square().mean().sqrt())
+    nearest = float(NOISE_GRID[(NOISE_GRID - math.log(rmse)).abs().argmin()])
+    assert calibrate_noise(same, targets) == pytest.approx(nearest)
+    spread = [torch.randn(64, 30, 1, generator=gen) * 0.6 for _ in targets]
+    assert calibrate_noise(spread, targets) < nearest

@@ -1,23 +1,23 @@
 """`avatar-meta bench algorithms`: the learners of issue 6 against their baselines.
 
-Implemented so far: `protonet` and `matching` (metric-based few-shot recognition). Each result
-has `metric`, `value`, `baseline`, `baseline_value`, `beats_baseline` (the headline: 5-way 5-shot
-accuracy on held-out visitor styles) plus the 1-shot figures, the digits figures and the
-style-conditioned behaviour returns, all measured in this run. Learners of issue 6
-not implemented yet have no key (not stubbed).
-
-`hypernet` (meta/hypernet.py `bench`): model-based learner vs MAML at equal adaptation data,
-few-shot imitation in the plaza; value = mean held-out return, plus adaptation latency (ms).
-`probabilistic` (meta/probabilistic.py `bench`): probabilistic MAML vs MAML with a Gaussian
-noise fit on validation tasks, ambiguous sine-or-line regression; value = held-out
-log-likelihood per point, plus 90%-interval coverage.
-`metagrad` (meta/metagrad.py `bench`): PPO with gamma/lambda learned by the meta-gradient vs the
-same PPO with the same fixed gamma/lambda (0.6/0.3), same seeds and env steps, on one
-reach_landmark task; value = deterministic return after training, plus the gamma/lambda
-trajectories.
-`character_generation` (meta/character.py `bench`): Meta-SGD few-shot attribute generation vs
-the same MLP fitted from scratch on the same 5 examples; value = MSE on held-out descriptors of
-held-out designers, plus ridge, pretrained+fine-tune and MAML (full run) and 3/10 examples.
+Every result has `metric`, `value`, `baseline`, `baseline_value` and `beats_baseline`, measured
+in this run, plus details:
+- `protonet`, `matching` (here): 5-way 5-shot accuracy on held-out visitor styles vs nearest
+  neighbour on raw features; also 1-shot, the digits figures and the style-conditioned
+  behaviour returns (the recognised style picks the controller's parameters).
+- `hypernet` (meta/hypernet.py `bench`): model-based learner vs MAML at equal adaptation data,
+  few-shot imitation in the plaza; value = mean held-out return, plus adaptation latency (ms).
+- `probabilistic` (benchmarks/probabilistic_bench.py): probabilistic MAML vs MAML, each with its
+  noise level fit on the same validation tasks, ambiguous sine-or-line regression; value =
+  held-out log-likelihood per point, plus 90%-interval coverage.
+- `metagrad` (benchmarks/metagrad_bench.py): PPO with gamma/lambda learned by the
+  meta-gradient vs the same PPO with the same fixed gamma/lambda (0.6/0.3), same seeds and env
+  steps, on reach_landmark with delayed reward; value = deterministic return after training,
+  plus the paired difference and the gamma/lambda trajectories.
+- `character_generation` (meta/character.py `bench`): Meta-SGD few-shot attribute generation
+  vs the same MLP fitted from scratch on the same 5 examples; value = MSE on held-out
+  descriptors of held-out designers, plus ridge, pretrained+fine-tune and MAML (full run) and
+  3/10 examples.
 """
 
 from __future__ import annotations
@@ -236,12 +236,14 @@ def run(quick: bool = False) -> dict[str, Any]:
         "15-way training episodes), test classes 5-9; encoder [raw pixels, conv features]",
         "seconds": round(time.perf_counter() - start, 1),
     }
-    from avatar_meta.meta import hypernet, probabilistic  # issue 6: model-based, probabilistic
+    from avatar_meta.benchmarks import probabilistic_bench
+    from avatar_meta.meta import hypernet  # issue 6: model-based, probabilistic
 
     results["hypernet"] = hypernet.bench(quick)
-    results["probabilistic"] = probabilistic.bench(quick)
-    from avatar_meta.meta import character, metagrad  # issue 6: meta-gradient, generation
+    results["probabilistic"] = probabilistic_bench.bench(quick)
+    from avatar_meta.benchmarks import metagrad_bench
+    from avatar_meta.meta import character  # issue 6: meta-gradient, generation
 
-    results["metagrad"] = metagrad.bench(quick)
+    results["metagrad"] = metagrad_bench.bench(quick)
     results["character_generation"] = character.bench(quick)
     return results

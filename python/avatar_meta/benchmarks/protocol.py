@@ -12,6 +12,10 @@ For each size (1, 8, 32, 64 agents) the same run measures both protocol paths (i
   parts are re-measured in this process on an identical plaza with the world's codec of that
   path; `transport` is the remainder of the trainer's `communicator.exchange` time (gRPC, pipes
   or queues, scheduling between the two processes).
+- `bare_rpc_round_trip_ms`: a gRPC unary call between two processes on loopback with payloads
+  of this size and no work on either side; `lockstep_ceiling_steps_per_s` = agents /
+  (in-process simulation + that round trip): what any codec could reach with a world that
+  waits for each answer, as the ML-Agents protocol does.
 Each agent takes random actions; every step is set_actions + step + get_steps.
 """
 
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 import warnings
 from typing import Any
@@ -145,6 +151,56 @@ def _time_protocol(n: int, steps: int, warmup: int, base_port: int, mode: str) -
     }
 
 
+_ECHO_SERVER = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+import grpc
+reply = b"r" * int(sys.argv[1])
+server = grpc.server(ThreadPoolExecutor(max_workers=1))
+handler = grpc.unary_unary_rpc_method_handler(lambda request, context: reply)
+server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {"Call": handler}),))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(port, flush=True)
+server.wait_for_termination()
+"""
+
+
+def message_sizes(n: int) -> tuple[int, int]:
+    """(world message, trainer answer) bytes per exchange for n agents, from the fast codecs'
+    layouts: per agent the observation floats plus ~60 bytes of reward, id, mask and framing;
+    per action 2 floats, 1 int and framing (both checked against the codecs by a test)."""
+    return n * (4 * contract.OBSERVATION_SIZE + 60) + 200, n * 15 + 40
+
+
+def rpc_round_trip_ms(request_bytes: int, reply_bytes: int, calls: int) -> float:
+    """Median ms of a bare gRPC unary call between two processes on loopback: a server that
+    answers `reply_bytes` at once, called with `request_bytes` (no parsing on either side).
+    The floor of one lockstep exchange, whatever the codecs."""
+    import grpc
+
+    server = subprocess.Popen(
+        [sys.executable, "-c", _ECHO_SERVER, str(reply_bytes)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/bench.Echo/Call")
+            payload = b"q" * request_bytes
+            for _ in range(50):
+                call(payload)
+            times = []
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                call(payload)
+                times.append(time.perf_counter() - t0)
+    finally:
+        server.kill()
+        server.wait()
+    return float(np.median(times)) * 1e3
+
+
 def _breakdown(world: dict[str, float], proto: dict[str, float], mode: str) -> dict[str, float]:
     encode, decode = world[f"{mode}_encode"], world[f"{mode}_decode"]
     transport = max(proto["exchange"] - world["sim"] - encode - decode, 0.0)
@@ -177,6 +233,8 @@ def run(quick: bool = False, sizes: tuple[int, ...] = SIZES, base_port: int = 61
         fast_rate = n / (fast["per_step"] / 1e3)
         inprocess_rate = n / (world["sim"] / 1e3)
         fast_parts = _breakdown(world, fast, "fast")
+        rpc_ms = rpc_round_trip_ms(*message_sizes(n), calls=200 if quick else 1000)
+        ceiling = n / ((world["sim"] + rpc_ms) / 1e3)
         results[f"agents_{n}"] = {
             "agents": n,
             "steps": steps,
@@ -188,6 +246,9 @@ def run(quick: bool = False, sizes: tuple[int, ...] = SIZES, base_port: int = 61
             "protocol_vs_inprocess": round(fast_rate / inprocess_rate, 4),
             "stock_vs_inprocess": round(stock_rate / inprocess_rate, 4),
             "fast_vs_stock": round(fast_rate / stock_rate, 2),
+            "bare_rpc_round_trip_ms": round(rpc_ms, 4),
+            "lockstep_ceiling_steps_per_s": round(ceiling, 1),
+            "fast_vs_ceiling": round(fast_rate / ceiling, 3),
             "breakdown_ms": fast_parts,
             "fast_breakdown_ms": fast_parts,
             "stock_breakdown_ms": _breakdown(world, stock, "stock"),

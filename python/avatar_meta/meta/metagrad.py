@@ -57,7 +57,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -68,7 +68,7 @@ from avatar_meta.envs.rollouts import TaskEnv, TaskRollout, collect
 from avatar_meta.rl.gae import bootstrap_values
 from avatar_meta.rl.losses import normalize_advantages, weighted_mean
 from avatar_meta.rl.policy import Buffers, Params, Policy, PolicySpec
-from avatar_meta.tasks import Task, make_task
+from avatar_meta.tasks import Task
 
 # ---------------------------------------------------------------------------------------------
 # differentiable GAE
@@ -511,75 +511,3 @@ def train_ppo_metagrad(
         writer.add_scalar(f"{tag}/eval_return", hist.eval_return, steps)
         writer.close()
     return hist
-
-
-# ---------------------------------------------------------------------------------------------
-# benchmark
-# ---------------------------------------------------------------------------------------------
-BENCH_TASK = {"family": "reach_landmark", "params": {"landmark": 0}}
-"""The benchmark's task (see `bench`)."""
-
-
-def bench(
-    quick: bool = False,
-    log_dir: str | None = None,
-    seeds: Sequence[int] | None = None,
-    iterations: int | None = None,
-) -> dict[str, Any]:
-    """`results.metagrad`: PPO with meta-learned gamma/lambda vs the same PPO with the same
-    fixed gamma/lambda, same seeds and env steps; metric = deterministic evaluation
-    return after training, mean over seeds. `seeds`/`iterations` override the mode's
-    defaults (quick: seeds 0-1, 30 updates; full: seeds 0-4, 60 updates)."""
-    from avatar_meta.envs.inprocess import PlazaEnvConfig, PlazaTaskEnv
-
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    if seeds is None:
-        seeds = (0, 1) if quick else (0, 1, 2, 3, 4)
-    base = MetaGradPPOConfig(
-        meta=MetaGradConfig(gamma_init=0.6, lam_init=0.3),
-        iterations=iterations or (30 if quick else 60),
-    )
-    task = make_task(BENCH_TASK["family"], BENCH_TASK["params"])  # type: ignore[arg-type]
-    runs: dict[str, list[MetaGradHistory]] = {"metagrad": [], "fixed": []}
-    for seed in seeds:
-        for name in runs:
-            cfg = replace(base, seed=seed)
-            if name == "fixed":
-                cfg = replace(cfg, meta=replace(cfg.meta, meta_lr=0.0))
-            env = PlazaTaskEnv(PlazaEnvConfig(num_areas=8, seed=seed))
-            sub = None if log_dir is None else f"{log_dir}/{name}_seed{seed}"
-            runs[name].append(train_ppo_metagrad(env, [task], cfg, log_dir=sub, tag=name))
-    value = float(np.mean([h.eval_return for h in runs["metagrad"]]))
-    base_value = float(np.mean([h.eval_return for h in runs["fixed"]]))
-    mg = runs["metagrad"]
-    return {
-        "metric": "deterministic return after equal env steps (reach_landmark, initial "
-        "gamma=0.6 lambda=0.3)",
-        "value": round(value, 3),
-        "baseline": "PPO with fixed gamma=0.6, lambda=0.3 (same seeds, same env steps)",
-        "baseline_value": round(base_value, 3),
-        "beats_baseline": bool(value > base_value),
-        "per_seed": {
-            "metagrad": [round(h.eval_return, 3) for h in mg],
-            "fixed": [round(h.eval_return, 3) for h in runs["fixed"]],
-        },
-        "final_gamma": [round(h.gamma[-1], 4) for h in mg],
-        "final_lambda": [round(h.lam[-1], 4) for h in mg],
-        "gamma_trajectory_seed0": [round(g, 4) for g in mg[0].gamma],
-        "lambda_trajectory_seed0": [round(v, 4) for v in mg[0].lam],
-        "train_return_last5": {
-            name: round(float(np.mean([np.mean(h.train_return[-5:]) for h in hs])), 3)
-            for name, hs in runs.items()
-        },
-        "env_steps_per_run": mg[0].env_steps[-1],
-        "note": "the deterministic return varies widely between seeds; quick mode (2 seeds, "
-        "48k steps) is not a robust comparison and the full run (5 seeds, 96k steps) did not "
-        "show a gain: see docs/algorithms.md",
-        "seeds": list(seeds),
-        "config": {
-            **{k: v for k, v in asdict(base).items() if k != "meta"},
-            "meta": asdict(base.meta),
-        },
-        "seconds": round(time.perf_counter() - start, 1),
-    }

@@ -30,8 +30,13 @@ support, query) and no KL weight to tune. The joint form makes each sample expla
 query set (coherent hypotheses: "this is a line"); it works when the model can fit the tasks
 (the slope test in tests/test_probabilistic.py) but, measured on the sine-or-line benchmark
 with an underfit network (600-3000 iterations), it pushed the learned noise to 5-7 and lost
-to MAML, while the pointwise form won in the quick run and came within 0.01 nats in the full
-run (docs/algorithms.md). The observation noise is a meta-learned scalar.
+to MAML, while the pointwise form wins (docs/algorithms.md). The observation noise is a
+meta-learned scalar; for the best held-out likelihood at a given support size, refit it on
+validation tasks of that size (`benchmarks.probabilistic_bench.calibrate_noise`): the learned
+value is a compromise over the support sizes seen in training.
+
+The benchmark (`results.probabilistic` of `avatar-meta bench algorithms`) is in
+`benchmarks/probabilistic_bench.py`.
 
 Gotchas
 - The inner loop uses the plain support loss (MSE), not the noise-scaled likelihood: a
@@ -57,9 +62,8 @@ Gotchas
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -77,8 +81,6 @@ from avatar_meta.meta.core import (
     select_keys,
     step_sizes,
 )
-from avatar_meta.meta.maml import MAML, MAMLConfig
-from avatar_meta.meta.sinusoid import init_mlp, mlp, mse_loss
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -366,228 +368,3 @@ def fit(
         opt.step()
         losses.append(float(loss))
     return pytree.tree_unflatten([x.detach() for x in leaves], spec), losses
-
-
-# =============================================================================== benchmark
-@dataclass(frozen=True)
-class AmbiguousConfig:
-    """Ambiguous few-shot regression (the sine-or-line setup of Finn, Xu & Levine 2018)."""
-
-    amplitude: tuple[float, float] = (0.1, 5.0)
-    """Sine tasks: amplitude range."""
-    phase: tuple[float, float] = (0.0, math.pi)
-    """Sine tasks: phase range."""
-    slope: tuple[float, float] = (-3.0, 3.0)
-    """Line tasks: slope range."""
-    intercept: tuple[float, float] = (-3.0, 3.0)
-    """Line tasks: intercept range."""
-    x_range: tuple[float, float] = (-5.0, 5.0)
-    """Inputs x."""
-    noise: float = 0.3
-    """Std of the Gaussian noise on every y."""
-    k_shot: tuple[int, int] = (1, 5)
-    """Support points per task: drawn uniformly in this range per meta-batch."""
-    query: int = 10
-    """Query points per task during meta-training."""
-    hidden: tuple[int, ...] = (40, 40)
-    """Hidden widths of the ReLU MLP (both learners)."""
-    meta_batch: int = 25
-    """Tasks per meta-iteration."""
-    iterations: int = 3000
-    """Meta-iterations (both learners)."""
-    lr: float = 3e-3
-    """Adam learning rate (both learners)."""
-    eval_shots: tuple[int, ...] = (1, 3, 5)
-    """Support sizes at evaluation."""
-    eval_tasks: int = 500
-    """Held-out tasks per support size."""
-    eval_points: int = 50
-    """Held-out query points per task."""
-    eval_samples: int = 50
-    """Parameter samples at evaluation."""
-    interval: float = 0.9
-    """Central predictive interval whose coverage is reported."""
-    seed: int = 0
-    """Seeds the initialisation, the tasks and the samples."""
-
-
-def sample_ambiguous(
-    n: int, cfg: AmbiguousConfig, gen: torch.Generator
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Task coefficients `(is_sine [n], a [n,1,1], b [n,1,1])`: amplitude and phase for
-    sines, slope and intercept for lines (draw the points with `points`)."""
-    sine = torch.rand(n, generator=gen) < 0.5
-    a = torch.where(
-        sine,
-        torch.empty(n).uniform_(*cfg.amplitude, generator=gen),
-        torch.empty(n).uniform_(*cfg.slope, generator=gen),
-    )
-    b = torch.where(
-        sine,
-        torch.empty(n).uniform_(*cfg.phase, generator=gen),
-        torch.empty(n).uniform_(*cfg.intercept, generator=gen),
-    )
-    return sine, a[:, None, None], b[:, None, None]
-
-
-def points(
-    task: tuple[Tensor, Tensor, Tensor], k: int, cfg: AmbiguousConfig, gen: torch.Generator
-) -> tuple[Tensor, Tensor]:
-    """(x, y) `[n, k, 1]` with noise, for the given tasks."""
-    sine, a, b = task
-    x = torch.empty(a.shape[0], k, 1).uniform_(*cfg.x_range, generator=gen)
-    f = torch.where(sine[:, None, None], a * torch.sin(x - b), a * x + b)
-    return x, f + cfg.noise * torch.randn(f.shape, generator=gen)
-
-
-def _batch(cfg: AmbiguousConfig, gen: torch.Generator, n: int, k: int, q: int) -> TaskBatch:
-    task = sample_ambiguous(n, cfg, gen)
-    return TaskBatch(points(task, k, cfg, gen), points(task, q, cfg, gen))
-
-
-def _sampler(cfg: AmbiguousConfig, gen: torch.Generator) -> Callable[[], TaskBatch]:
-    def sample() -> TaskBatch:
-        k = int(torch.randint(cfg.k_shot[0], cfg.k_shot[1] + 1, (1,), generator=gen))
-        return _batch(cfg, gen, cfg.meta_batch, k, cfg.query)
-
-    return sample
-
-
-def _fit_maml(
-    maml: MAML, params: Params, sample: Callable[[], TaskBatch], cfg: AmbiguousConfig
-) -> Params:
-    from avatar_meta.meta.hypernet import fit as fit_dict
-
-    return fit_dict(maml.meta_grad, params, sample, cfg.iterations, cfg.lr)[0]
-
-
-def _normal_quantile(p: float) -> float:
-    return float(torch.special.ndtri(torch.tensor(p)))
-
-
-def bench(
-    quick: bool = False,
-    cfg: AmbiguousConfig | None = None,
-    pcfg: ProbabilisticConfig | None = None,
-) -> dict[str, Any]:
-    """Probabilistic MAML vs MAML (+ a Gaussian noise level fit on validation tasks) on
-    ambiguous sine-or-line regression; `results.probabilistic` of `bench algorithms`."""
-    cfg = cfg or AmbiguousConfig()
-    if quick:
-        cfg = replace(cfg, iterations=min(cfg.iterations, 600), eval_tasks=150)
-    start = time.perf_counter()
-    pcfg = pcfg or ProbabilisticConfig()
-    init = init_mlp(cfg.hidden, cfg.seed)
-    learner = ProbabilisticMAML(mlp, mse_loss, pcfg)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    t0 = time.perf_counter()
-    meta, p_curve = fit(
-        learner, learner.init(init), _sampler(cfg, gen), cfg.iterations, gen, cfg.lr
-    )
-    p_seconds = time.perf_counter() - t0
-
-    maml = MAML(
-        mse_loss,
-        mse_loss,
-        MAMLConfig(
-            inner_lr=pcfg.inner_lr,
-            inner_lr_decay=1.0,
-            inner_steps=pcfg.inner_steps,
-            adapt_prefix=pcfg.adapt_prefix,
-        ),
-        forward=mlp,
-    )
-    t0 = time.perf_counter()
-    m_params = _fit_maml(maml, init, _sampler(cfg, torch.Generator().manual_seed(cfg.seed)), cfg)
-    m_seconds = time.perf_counter() - t0
-
-    z = _normal_quantile(0.5 + cfg.interval / 2)
-    val_gen = torch.Generator().manual_seed(cfg.seed + 500_009)
-    test_gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
-    sample_gen = torch.Generator().manual_seed(cfg.seed + 7)
-    per_shot: dict[str, dict[str, Any]] = {}
-    for k in cfg.eval_shots:
-        # MAML's noise level: the MLE on validation tasks with this support size.
-        val = _batch(cfg, val_gen, cfg.eval_tasks, k, cfg.eval_points)
-        with torch.no_grad():
-            adapted = maml.adapt_tasks(m_params, val.support)
-            pred = torch.func.vmap(mlp)(adapted, val.query[0])
-        sigma = float((pred - val.query[1]).square().mean().sqrt())
-
-        test = _batch(cfg, test_gen, cfg.eval_tasks, k, cfg.eval_points)
-        x_q, y_q = test.query
-        with torch.no_grad():
-            adapted = maml.adapt_tasks(m_params, test.support)
-            pred = torch.func.vmap(mlp)(adapted, x_q)
-            m_ll = gaussian_log_lik(pred, y_q, torch.tensor(math.log(sigma)))
-            m_cover = ((y_q - pred).abs() <= z * sigma).float()
-            m_mse = (pred - y_q).square().mean()
-
-        # Probabilistic: mixture of S Gaussians per point; interval from sampled y.
-        lls, covers, widths, mses = [], [], [], []
-        for i in range(cfg.eval_tasks):
-            sup = (test.support[0][i], test.support[1][i])
-            f = learner.predict(meta, sup, x_q[i], cfg.eval_samples, sample_gen)  # [S, Q, 1]
-            ll = gaussian_log_lik(f, y_q[i], meta.log_noise)  # [S, Q, 1]
-            lls.append(torch.logsumexp(ll, 0) - math.log(cfg.eval_samples))
-            noise = torch.exp(meta.log_noise)
-            ys = (
-                f.unsqueeze(1)
-                + noise * torch.randn(f.shape[0], 20, *f.shape[1:], generator=sample_gen)
-            ).flatten(0, 1)
-            lo = torch.quantile(ys, 0.5 - cfg.interval / 2, dim=0)
-            hi = torch.quantile(ys, 0.5 + cfg.interval / 2, dim=0)
-            covers.append(((y_q[i] >= lo) & (y_q[i] <= hi)).float())
-            widths.append(hi - lo)
-            mses.append((f.mean(0) - y_q[i]).square().mean())
-        p_ll = torch.stack(lls)
-        p_cover = torch.stack(covers)
-        per_shot[str(k)] = {
-            "log_likelihood": round(float(p_ll.mean()), 4),
-            "maml_log_likelihood": round(float(m_ll.mean()), 4),
-            "coverage": round(float(p_cover.mean()), 4),
-            "maml_coverage": round(float(m_cover.mean()), 4),
-            "interval_width": round(float(torch.stack(widths).mean()), 3),
-            "maml_interval_width": round(2 * z * sigma, 3),
-            "mse_of_mean": round(float(torch.stack(mses).mean()), 4),
-            "maml_mse": round(float(m_mse), 4),
-            "maml_noise_sigma_fit_on_validation": round(sigma, 4),
-        }
-
-    def avg(key: str) -> float:
-        return round(sum(per_shot[str(k)][key] for k in cfg.eval_shots) / len(cfg.eval_shots), 4)
-
-    value, base = avg("log_likelihood"), avg("maml_log_likelihood")
-    cov_err = round(
-        sum(abs(per_shot[str(k)]["coverage"] - cfg.interval) for k in cfg.eval_shots)
-        / len(cfg.eval_shots),
-        4,
-    )
-    m_cov_err = round(
-        sum(abs(per_shot[str(k)]["maml_coverage"] - cfg.interval) for k in cfg.eval_shots)
-        / len(cfg.eval_shots),
-        4,
-    )
-    return {
-        "metric": "held-out predictive log-likelihood per point, ambiguous sine-or-line regression, "
-        f"mean over {list(cfg.eval_shots)}-shot",
-        "value": value,
-        "baseline": "MAML (same network, inner step and iterations) with a Gaussian likelihood "
-        "whose noise level is fit on validation tasks (per shot count)",
-        "baseline_value": base,
-        "beats_baseline": bool(value > base),
-        "coverage_target": cfg.interval,
-        "coverage_abs_error": cov_err,
-        "maml_coverage_abs_error": m_cov_err,
-        "better_calibrated": bool(cov_err < m_cov_err),
-        "by_shot": per_shot,
-        "learned_noise_std": round(float(torch.exp(meta.log_noise)), 4),
-        "learned_gamma": round(float(meta.gamma), 5),
-        "mean_prior_std": round(
-            float(torch.cat([torch.exp(v).flatten() for v in meta.log_std.values()]).mean()), 4
-        ),
-        "train_seconds": {"probabilistic": round(p_seconds, 1), "maml": round(m_seconds, 1)},
-        "final_train_loss": round(sum(p_curve[-50:]) / max(len(p_curve[-50:]), 1), 4),
-        "setup": {**asdict(cfg), "learner": asdict(pcfg)},
-        "seconds": round(time.perf_counter() - start, 1),
-    }

@@ -455,7 +455,7 @@ def fit_probabilistic(cfg: ProbabilisticFitConfig) -> Fitted:
     meta, curve = pm.fit(
         learner,
         learner.init(init_mlp(data.hidden, cfg.seed)),
-        ambiguous._sampler(data, gen),
+        ambiguous.task_sampler(data, gen),
         cfg.iterations,
         gen,
         cfg.lr,
@@ -465,7 +465,7 @@ def fit_probabilistic(cfg: ProbabilisticFitConfig) -> Fitted:
     sample_gen = torch.Generator().manual_seed(cfg.seed + 7)
     by_shot: dict[str, float] = {}
     for k in cfg.eval_shots:
-        test = ambiguous._batch(data, test_gen, cfg.eval_tasks, k, data.eval_points)
+        test = ambiguous.task_batch(data, test_gen, cfg.eval_tasks, k, data.eval_points)
         lls = []
         for i in range(cfg.eval_tasks):
             support = (test.support[0][i], test.support[1][i])
