@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from avatar_meta.benchmarks import character_bench as cb
 from avatar_meta.meta import character as ch
 from avatar_meta.meta.core import TaskBatch
 
@@ -50,7 +51,7 @@ def test_stacked_network_equals_vmapped_network() -> None:
     stacked = {k: torch.stack([p[k] for p in params]) for k in params[0]}
     d = torch.rand(3, 5, ch.N_IN)
     torch.testing.assert_close(
-        ch.net_stacked(stacked, d), torch.func.vmap(ch.net)(stacked, d), rtol=1e-6, atol=1e-6
+        cb.net_stacked(stacked, d), torch.func.vmap(ch.net)(stacked, d), rtol=1e-6, atol=1e-6
     )
 
 
@@ -104,13 +105,13 @@ def test_meta_learned_generator_beats_the_prior_and_fitting_from_scratch() -> No
         ch.CharacterConfig(), hidden=(32, 32), iterations=150, meta_batch=8, inner_steps=1
     )
     model = ch.meta_train(cfg)
-    support, qd, qy = ch._heldout(cfg, 40, 5, 30, ch.HELDOUT_STREAM)
+    support, qd, qy = ch.heldout_designers(cfg, 40, 5, 30, ch.HELDOUT_STREAM)
     adapted = torch.stack(
         [model.adapt_predict((support[0][i], support[1][i]), qd[i]) for i in range(40)]
     )
-    meta_mse = ch._mse(adapted, qy)[0]
-    prior_mse = ch._mse(ch.net(model.init, qd), qy)[0]
-    scratch_mse = ch._mse(ch.fit_scratch(support, qd, cfg.hidden, 3e-3, 300, 0), qy)[0]
+    meta_mse = cb.designer_mse(adapted, qy)[0]
+    prior_mse = cb.designer_mse(ch.net(model.init, qd), qy)[0]
+    scratch_mse = cb.designer_mse(cb.fit_scratch(support, qd, cfg.hidden, 3e-3, 300, 0), qy)[0]
     assert meta_mse < 0.7 * prior_mse
     assert meta_mse < scratch_mse
 
@@ -205,7 +206,7 @@ def test_cli_generate_end_to_end_and_bad_input(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_meta_learning_beats_scratch() -> None:
-    out = ch.bench(quick=True, iterations=300, heldout=40)
+    out = cb.bench(quick=True, iterations=300, heldout=40)
     assert out["beats_baseline"] is True
     assert out["value"] < out["baseline_value"]
     assert set(out["mse_by_examples"]) == {"3", "5", "10"}

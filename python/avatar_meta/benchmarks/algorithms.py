@@ -5,7 +5,7 @@ in this run, plus details:
 - `protonet`, `matching` (here): 5-way 5-shot accuracy on held-out visitor styles vs nearest
   neighbour on raw features; also 1-shot, the digits figures and the style-conditioned
   behaviour returns (the recognised style picks the controller's parameters).
-- `hypernet` (meta/hypernet.py `bench`): model-based learner vs MAML at equal adaptation data,
+- `hypernet` (benchmarks/hypernet_bench.py): model-based learner vs MAML at equal adaptation data,
   few-shot imitation in the plaza; value = mean held-out return, plus adaptation latency (ms).
 - `probabilistic` (benchmarks/probabilistic_bench.py): probabilistic MAML vs MAML, each with its
   noise level fit on the same validation tasks, ambiguous sine-or-line regression; value =
@@ -14,7 +14,7 @@ in this run, plus details:
   meta-gradient vs the same PPO with the same fixed gamma/lambda (0.6/0.3), same seeds and env
   steps, on reach_landmark with delayed reward; value = deterministic return after training,
   plus the paired difference and the gamma/lambda trajectories.
-- `character_generation` (meta/character.py `bench`): Meta-SGD few-shot attribute generation
+- `character_generation` (benchmarks/character_bench.py): Meta-SGD few-shot attribute generation
   vs the same MLP fitted from scratch on the same 5 examples; value = MSE on held-out
   descriptors of held-out designers, plus ridge, pretrained+fine-tune and MAML (full run) and
   3/10 examples.
@@ -236,14 +236,12 @@ def run(quick: bool = False) -> dict[str, Any]:
         "15-way training episodes), test classes 5-9; encoder [raw pixels, conv features]",
         "seconds": round(time.perf_counter() - start, 1),
     }
-    from avatar_meta.benchmarks import probabilistic_bench
-    from avatar_meta.meta import hypernet  # issue 6: model-based, probabilistic
+    from avatar_meta.benchmarks import hypernet_bench, probabilistic_bench
 
-    results["hypernet"] = hypernet.bench(quick)
+    results["hypernet"] = hypernet_bench.bench(quick)
     results["probabilistic"] = probabilistic_bench.bench(quick)
-    from avatar_meta.benchmarks import metagrad_bench
-    from avatar_meta.meta import character  # issue 6: meta-gradient, generation
+    from avatar_meta.benchmarks import character_bench, metagrad_bench
 
     results["metagrad"] = metagrad_bench.bench(quick)
-    results["character_generation"] = character.bench(quick)
+    results["character_generation"] = character_bench.bench(quick)
     return results

@@ -43,18 +43,17 @@ Gotchas
 - Generating only the head keeps the hypernet small (H x A + A outputs); the trunk's features
   must then be rich enough for every task's linear read-out.
 
-The second half of the module is the benchmark (`bench`): few-shot imitation in the built-in
-plaza, hypernet vs MAML on the same context transitions, scored by return in the world on
-held-out tasks and by adaptation latency. It imports the world lazily, so the learner itself
+The end of the module records scripted-expert demonstrations in the built-in plaza and samples
+meta-batches from them (what `avatar-meta fit hypernet` and the benchmark,
+`benchmarks/hypernet_bench.py`, train on). It imports the world lazily, so the learner itself
 stays environment-agnostic (design section 2).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -69,7 +68,6 @@ from avatar_meta.meta.core import (
     leaf_params,
     map_tasks,
 )
-from avatar_meta.meta.maml import MAML, MAMLConfig
 
 OBS_DIM = 32
 """Observation size of contract v1 (`contract.OBSERVATION_SIZE`), the default input."""
@@ -350,45 +348,13 @@ def fit(
     return {k: v.detach() for k, v in leaves.items()}, losses
 
 
-# =============================================================================== benchmark
+# =============================================================================== demonstrations in the plaza
 FAMILIES = ("reach_landmark", "follow_visitor", "keep_distance", "pace_match")
 """Families of the benchmark: their expert needs no gesture, so continuous BC is complete."""
 DART_NOISE = 0.3
 """Std of the Gaussian noise added to the expert's executed commands while recording (DART,
 Laskey et al. 2017): the labels stay the clean expert commands, and the states cover the
 small mistakes a cloned policy makes, which keeps compounding errors in check."""
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """The few-shot imitation benchmark in the plaza (hypernet vs MAML)."""
-
-    n_train: int = 240
-    """Training tasks (TaskDistribution, bodies varied, families `FAMILIES`)."""
-    n_heldout: int = 96
-    """Held-out tasks (disjoint from training by TaskDistribution's min_gap)."""
-    eval_episodes: int = 3
-    """Episodes per held-out task when scoring returns (every controller alike)."""
-    episodes: int = 2
-    """Recorded noisy-expert episodes per task (context from the first, query from the rest)."""
-    context: int = 16
-    """Context transitions per task (the same rows for both learners)."""
-    query: int = 64
-    """Query transitions per task per meta-iteration."""
-    meta_batch: int = 16
-    """Tasks per meta-iteration."""
-    iterations: int = 1500
-    """Meta-iterations for each learner."""
-    lr: float = 3e-3
-    """Adam learning rate (every learner)."""
-    maml_inner_lr: float = 0.1
-    """MAML's inner step size on the behaviour-cloning loss."""
-    maml_inner_steps: int = 1
-    """MAML's inner steps (meta-training and evaluation)."""
-    eval_contexts: tuple[int, ...] = (4, 16, 64)
-    """Context sizes at which held-out action error is also reported."""
-    seed: int = 0
-    """Seeds the task pools, the recordings, the initialisations and the sampling."""
 
 
 class Demos(NamedTuple):
@@ -433,29 +399,36 @@ def standardise(d: Demos, mean: Tensor, std: Tensor) -> Demos:
     return d._replace(obs=(d.obs - mean) / std, next_obs=(d.next_obs - mean) / std)
 
 
-def _rows(d: Demos, task: Tensor, idx: Tensor) -> Context:
+def context_rows(d: Demos, task: Tensor, idx: Tensor) -> Context:
     """Context of tasks `task [B]` at time indices `idx [B, K]`."""
     t = task[:, None]
     return make_context(d.obs[t, idx], d.action[t, idx], d.reward[t, idx], d.next_obs[t, idx])
 
 
 def meta_batch_sampler(
-    demos: Demos, cfg: BenchConfig, gen: torch.Generator
+    demos: Demos,
+    *,
+    episodes: int,
+    context: int,
+    query: int,
+    meta_batch: int,
+    gen: torch.Generator,
 ) -> Callable[[], TaskBatch]:
-    """Meta-batches: context rows from a task's first episode, query rows from the others."""
+    """Meta-batches of `meta_batch` tasks: `context` rows from a task's first recorded
+    episode (of `episodes`), `query` rows from the others."""
     n, total = demos.obs.shape[:2]
-    ep = total // cfg.episodes
+    ep = total // episodes
 
     def sample() -> TaskBatch:
-        task = torch.randint(0, n, (cfg.meta_batch,), generator=gen)
+        task = torch.randint(0, n, (meta_batch,), generator=gen)
         c_idx = torch.stack(
-            [torch.randperm(ep, generator=gen)[: cfg.context] for _ in range(cfg.meta_batch)]
+            [torch.randperm(ep, generator=gen)[:context] for _ in range(meta_batch)]
         )
-        q_idx = ep + torch.randint(0, total - ep, (cfg.meta_batch, cfg.query), generator=gen)
-        ctx = _rows(demos, task, c_idx)
+        q_idx = ep + torch.randint(0, total - ep, (meta_batch, query), generator=gen)
+        ctx = context_rows(demos, task, c_idx)
         t = task[:, None]
-        query = (demos.obs[t, q_idx], demos.action[t, q_idx], torch.ones(cfg.meta_batch, cfg.query))
-        return TaskBatch(ctx, query)
+        batch = (demos.obs[t, q_idx], demos.action[t, q_idx], torch.ones(meta_batch, query))
+        return TaskBatch(ctx, batch)
 
     return sample
 
@@ -489,184 +462,3 @@ def rollout_returns(
             total += res.reward
             obs = res.obs
     return total / episodes
-
-
-def _latency_ms(fn: Callable[[], Any], reps: int) -> dict[str, float]:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return {
-        "p50": round(float(np.median(times)), 3),
-        "p99": round(float(np.percentile(times, 99)), 3),
-    }
-
-
-def bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, Any]:
-    """Hypernet vs MAML at equal adaptation data in the plaza; `results.hypernet` of
-    `avatar-meta bench algorithms`."""
-    from avatar_meta.tasks import TaskDistribution
-    from avatar_meta.world import scripted
-
-    cfg = cfg or BenchConfig()
-    if quick:
-        cfg = BenchConfig(
-            **{**asdict(cfg), "iterations": min(cfg.iterations, 900), "n_heldout": 64}
-        )
-    start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    dist = TaskDistribution(
-        families=FAMILIES, seed=cfg.seed, n_train=cfg.n_train, n_heldout=cfg.n_heldout
-    )
-    train_tasks = [t.spec for t in dist.train_tasks()]
-    held_tasks = [t.spec for t in dist.heldout()]
-    steps = 200 * cfg.episodes
-    train_demos = record_demos(train_tasks, steps, seed=cfg.seed)
-    held_demos = record_demos(held_tasks, steps, seed=cfg.seed + 1)
-    record_s = time.perf_counter() - start
-    # Standardise observations with the training demos' statistics (PolicyWeights carry
-    # these normalisation statistics, design section 7); the rollouts use the same.
-    flat = train_demos.obs.flatten(0, 1)
-    norm = (flat.mean(0), flat.std(0).clamp_min(1e-3))
-    train_demos, held_demos = (standardise(d, *norm) for d in (train_demos, held_demos))
-
-    hcfg = HypernetConfig(obs_dim=int(train_demos.obs.shape[-1]))
-    hyper = Hypernet(hcfg)
-    bc = maml_bc_loss(hcfg)
-    maml = MAML(
-        bc,
-        bc,
-        MAMLConfig(
-            inner_lr=cfg.maml_inner_lr, inner_lr_decay=1.0, inner_steps=cfg.maml_inner_steps
-        ),
-        forward=policy_forward,
-    )
-    trained: dict[str, Params] = {}
-    train_s: dict[str, float] = {}
-    curves: dict[str, list[float]] = {}
-    learners: dict[str, Callable[[Params, TaskBatch], tuple[Params, Tensor]]] = {
-        "hypernet": hyper.meta_grad,
-        "maml": maml.meta_grad,
-        "no_adaptation": MAML(bc, bc, MAMLConfig(inner_steps=0)).meta_grad,
-    }
-    inits = {
-        "hypernet": hyper.init(cfg.seed),
-        "maml": policy_params_for_maml(hcfg, cfg.seed),
-        "no_adaptation": policy_params_for_maml(hcfg, cfg.seed),
-    }
-    for name, grad_fn in learners.items():
-        t0 = time.perf_counter()
-        sampler = meta_batch_sampler(train_demos, cfg, torch.Generator().manual_seed(cfg.seed + 11))
-        trained[name], curves[name] = fit(grad_fn, inits[name], sampler, cfg.iterations, cfg.lr)
-        train_s[name] = time.perf_counter() - t0
-
-    # ---------------------------------------------------------------- held-out evaluation
-    n_held = len(held_tasks)
-    ep = steps // cfg.episodes
-    gen = torch.Generator().manual_seed(cfg.seed + 23)
-    everyone = torch.arange(n_held)
-    query = (held_demos.obs[:, ep:], held_demos.action[:, ep:], torch.ones(n_held, steps - ep))
-
-    def adapted(name: str, ctx: Context) -> Params:
-        if name == "hypernet":
-            return hyper.adapt_tasks(trained[name], ctx)
-        if name == "maml":
-            return maml.adapt_tasks(trained[name], ctx)
-        return {k: v.expand(n_held, *v.shape) for k, v in trained[name].items()}
-
-    action_mse: dict[str, dict[str, float]] = {name: {} for name in learners}
-    main_ctx: Context | None = None
-    for k in cfg.eval_contexts:
-        idx = torch.stack([torch.randperm(ep, generator=gen)[:k] for _ in range(n_held)])
-        ctx = _rows(held_demos, everyone, idx)
-        if k == cfg.context:
-            main_ctx = ctx
-        for name in learners:
-            pol = adapted(name, ctx)
-            with torch.no_grad():
-                err = map_tasks(bc_loss, (0, 0))(pol, query)
-            action_mse[name][str(k)] = round(float(err.mean()), 4)
-    if main_ctx is None:
-        idx = torch.stack([torch.randperm(ep, generator=gen)[: cfg.context] for _ in range(n_held)])
-        main_ctx = _rows(held_demos, everyone, idx)
-
-    eval_seed = cfg.seed + 5
-    returns = {
-        name: rollout_returns(
-            adapted(name, main_ctx), held_tasks, eval_seed, norm, cfg.eval_episodes
-        )
-        for name in learners
-    }
-    oracle = scripted.evaluate(
-        scripted.scripted_actions, held_tasks, cfg.eval_episodes, eval_seed
-    ).returns
-    agnostic = scripted.evaluate(
-        scripted.TaskAgnosticController(), held_tasks, cfg.eval_episodes, eval_seed
-    ).returns
-    random = scripted.evaluate(
-        scripted.random_controller(cfg.seed), held_tasks, cfg.eval_episodes, eval_seed
-    ).returns
-
-    def normalised(r: np.ndarray) -> float:
-        return float(np.mean((r - random) / np.maximum(oracle - random, 1e-6)))
-
-    one = main_ctx
-    single = Context(one.rows[0], one.weights[0])
-    latency = {
-        "hypernet": _latency_ms(lambda: _no_grad(hyper.adapt, trained["hypernet"], single), 200),
-        "maml": _latency_ms(lambda: maml.adapt(trained["maml"], single), 200),
-    }
-    fam = np.array([t.family for t in held_tasks])
-    per_family = {
-        f: {
-            name: round(float(r[fam == f].mean()), 2)
-            for name, r in {**returns, "oracle": oracle, "task_agnostic": agnostic}.items()
-        }
-        for f in FAMILIES
-    }
-    h_ret, m_ret = float(returns["hypernet"].mean()), float(returns["maml"].mean())
-    diff = returns["hypernet"] - returns["maml"]
-    return {
-        "metric": f"mean return on held-out plaza tasks after adapting on {cfg.context} "
-        "demonstrated transitions (few-shot imitation)",
-        "value": round(h_ret, 2),
-        "baseline": f"MAML ({cfg.maml_inner_steps} inner step, same policy network, same BC loss, "
-        "same context transitions)",
-        "baseline_value": round(m_ret, 2),
-        "beats_baseline": bool(h_ret > m_ret),
-        "beats_baseline_action_mse": bool(
-            action_mse["hypernet"][str(cfg.context)] < action_mse["maml"][str(cfg.context)]
-        )
-        if str(cfg.context) in action_mse["maml"]
-        else None,
-        "paired_difference_ci95": round(float(1.96 * diff.std() / math.sqrt(len(diff))), 2),
-        "normalised_score": {name: round(normalised(r), 3) for name, r in returns.items()},
-        "returns": {
-            **{name: round(float(r.mean()), 2) for name, r in returns.items()},
-            "oracle": round(float(oracle.mean()), 2),
-            "task_agnostic": round(float(agnostic.mean()), 2),
-            "random": round(float(random.mean()), 2),
-        },
-        "returns_by_family": per_family,
-        "heldout_action_mse_by_context_size": action_mse,
-        "adaptation_latency_ms": latency,
-        "latency_ratio_maml_over_hypernet": round(
-            latency["maml"]["p50"] / max(latency["hypernet"]["p50"], 1e-9), 1
-        ),
-        "final_train_loss": {name: round(float(np.mean(c[-50:])), 4) for name, c in curves.items()},
-        "train_seconds": {name: round(s, 1) for name, s in train_s.items()},
-        "setup": {
-            **asdict(cfg),
-            "families": list(FAMILIES),
-            "dart_noise": DART_NOISE,
-            "record_seconds": round(record_s, 1),
-        },
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-
-
-def _no_grad(fn: Callable[..., Params], *args: Any) -> Params:
-    with torch.no_grad():
-        return fn(*args)

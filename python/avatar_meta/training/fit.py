@@ -399,11 +399,13 @@ def fit_hypernet(cfg: HypernetFitConfig) -> Fitted:
         obs_dim=int(flat.shape[-1]), trunk=tuple(cfg.trunk), embed_dim=cfg.embed_dim
     )
     learner = hn.Hypernet(hcfg)
-    bench_cfg = hn.BenchConfig(
-        episodes=cfg.episodes, context=cfg.context, query=cfg.query, meta_batch=cfg.meta_batch
-    )
     sampler = hn.meta_batch_sampler(
-        train_demos, bench_cfg, torch.Generator().manual_seed(cfg.seed + 11)
+        train_demos,
+        episodes=cfg.episodes,
+        context=cfg.context,
+        query=cfg.query,
+        meta_batch=cfg.meta_batch,
+        gen=torch.Generator().manual_seed(cfg.seed + 11),
     )
     params, curve = hn.fit(
         learner.meta_grad, learner.init(cfg.seed), sampler, cfg.iterations, cfg.lr
@@ -413,7 +415,7 @@ def fit_hypernet(cfg: HypernetFitConfig) -> Fitted:
     ep = steps // cfg.episodes
     gen = torch.Generator().manual_seed(cfg.seed + 23)
     idx = torch.stack([torch.randperm(ep, generator=gen)[: cfg.context] for _ in held_tasks])
-    ctx = hn._rows(held_demos, torch.arange(len(held_tasks)), idx)
+    ctx = hn.context_rows(held_demos, torch.arange(len(held_tasks)), idx)
     eval_seed = cfg.seed + 5
     returns = hn.rollout_returns(
         learner.adapt_tasks(params, ctx), held_tasks, eval_seed, norm, cfg.eval_episodes
@@ -530,7 +532,7 @@ def fit_character(cfg: CharacterFitConfig) -> tuple[Any, dict[str, Any]]:
         seed=cfg.seed,
     )
     model = character.meta_train(ccfg)
-    support, q_desc, q_attr = character._heldout(
+    support, q_desc, q_attr = character.heldout_designers(
         ccfg, cfg.eval_designers, cfg.eval_examples, 50, character.HELDOUT_STREAM
     )
     with torch.no_grad():
