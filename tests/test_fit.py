@@ -13,7 +13,7 @@ import torch
 
 from avatar_meta.config import ConfigError
 from avatar_meta.meta.metric import EpisodeSampler, episode_accuracy
-from avatar_meta.training import fit
+from avatar_meta.training import fit, fit_config
 
 AVATAR_META = str(Path(sys.executable).parent / "avatar-meta")
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +66,10 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 # --------------------------------------------------------------------------------- config
 def test_shipped_learners_config_lists_every_default() -> None:
     """config/learners.yaml documents the defaults: it must load to exactly them."""
-    assert fit.load_learners_config(REPO / "config" / "learners.yaml") == fit.LearnersConfig()
+    assert (
+        fit_config.load_learners_config(REPO / "config" / "learners.yaml")
+        == fit_config.LearnersConfig()
+    )
 
 
 @pytest.mark.parametrize(
@@ -86,7 +89,7 @@ def test_shipped_learners_config_lists_every_default() -> None:
 )
 def test_config_errors_name_the_field_and_the_fix(tmp_path: Path, data: dict, message: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(ConfigError) as err:
-        fit.load_learners_config(_config(tmp_path, data))
+        fit_config.load_learners_config(_config(tmp_path, data))
     assert message in str(err.value)
 
 
@@ -133,7 +136,7 @@ def test_cli_refuses_rl_learners_and_unknown_names_and_keeps_existing_models(
 
 # --------------------------------------------------------------------------------- learners
 def _fit(tmp_path: Path, learner: str) -> tuple[Path, dict]:  # type: ignore[type-arg]
-    config = fit.load_learners_config(_config(tmp_path, {learner: TINY[learner]}))
+    config = fit_config.load_learners_config(_config(tmp_path, {learner: TINY[learner]}))
     model = fit.fit(learner, config, tmp_path / learner)
     return model, json.loads((model.parent / "metrics.json").read_text())
 
@@ -145,7 +148,7 @@ def test_metric_learner_model_reloads_to_the_same_accuracy(tmp_path: Path, learn
     model, metrics = _fit(tmp_path, learner)
     loaded = fit.load_fitted(model)
     assert isinstance(loaded, fit.FittedClassifier)
-    cfg = getattr(fit.load_learners_config(model.parent / "config.yaml"), learner)
+    cfg = getattr(fit_config.load_learners_config(model.parent / "config.yaml"), learner)
     data = fit._metric_data(cfg)
     x, y, classes = data["test"]
     sampler = EpisodeSampler(x, y, classes, cfg.n_way, cfg.k_shot, cfg.n_query, 100)
@@ -194,7 +197,7 @@ def test_metagrad_fit_learns_gamma_lambda_and_logs_them(tmp_path: Path) -> None:
     assert list((model.parent / "tensorboard").glob("events.out.tfevents.*"))
     # meta_lr = 0 is plain PPO: gamma and lambda stay put
     fixed = dataclasses.replace(
-        fit.LearnersConfig().metagrad, **{**TINY["metagrad"], "meta_lr": 0.0}
+        fit_config.LearnersConfig().metagrad, **{**TINY["metagrad"], "meta_lr": 0.0}
     )
     out = fit.fit_metagrad(fixed, None)
     assert all(g == pytest.approx(0.6, abs=1e-6) for g in out.metrics["gamma_trajectory"])

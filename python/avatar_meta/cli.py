@@ -396,9 +396,10 @@ def _add_generate_parser(sub: argparse._SubParsersAction) -> None:  # type: igno
 def _cmd_fit(args: argparse.Namespace, rest: list[str]) -> int:
     from avatar_meta.config import ConfigError
     from avatar_meta.training import fit
+    from avatar_meta.training.fit_config import load_learners_config
 
     try:
-        config = fit.load_learners_config(args.config)
+        config = load_learners_config(args.config)
         model = fit.fit(args.learner, config, args.out, force=args.force)
     except (ConfigError, FileExistsError) as err:
         print(f"avatar-meta fit: {err}", file=sys.stderr)
@@ -408,7 +409,7 @@ def _cmd_fit(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _add_fit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from avatar_meta.training.fit import LEARNERS
+    from avatar_meta.training.fit_config import LEARNERS
 
     fit = sub.add_parser(
         "fit",

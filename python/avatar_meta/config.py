@@ -328,7 +328,7 @@ def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
     return ConfigError(f"{where}{key}: unknown key; {hint}valid keys here: {', '.join(known)}")
 
 
-def _build(cls: Any, data: Any, where: str) -> Any:
+def build_dataclass(cls: Any, data: Any, where: str) -> Any:
     """Instantiate dataclass `cls` from a mapping, checking keys and types."""
     if data is None:
         data = {}
@@ -344,7 +344,7 @@ def _build(cls: Any, data: Any, where: str) -> Any:
             raise _unknown_key(str(key), known, where)
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value, f"{where}{key}.")
+            kwargs[key] = build_dataclass(tp, value, f"{where}{key}.")
         else:
             kwargs[key] = _coerce(value, tp, f"{where}{key}")
     return cls(**kwargs)
@@ -352,7 +352,7 @@ def _build(cls: Any, data: Any, where: str) -> Any:
 
 def config_from_dict(data: Mapping[str, Any] | None) -> RunConfig:
     """Build and validate a RunConfig from plain data (missing keys take defaults)."""
-    config: RunConfig = _build(RunConfig, data, "")
+    config: RunConfig = build_dataclass(RunConfig, data, "")
     validate(config)
     return config
 
@@ -548,6 +548,7 @@ __all__ = [
     "RunConfig",
     "TasksConfig",
     "apply_overrides",
+    "build_dataclass",
     "config_from_dict",
     "dump_config",
     "load_config",
