@@ -13,6 +13,15 @@ of the paper (gamma' = 0.99, lambda' = 1) and pulls gamma / lambda towards value
 updates raise that return; the fixed arm cannot. With the world's dense shaped reward instead
 (no delay) a short horizon is not a handicap, and the two arms are level within seed noise.
 
+The meta-gradient's Adam step on the logits of gamma / lambda is `META_LR` = 0.3 (the
+learner's default is 0.1). It was chosen on seeds 10-13, disjoint from the benchmark's seeds
+0-5, with the fixed arm run on the same seeds: last-10-batch return, fixed 20.9 (13.8, 28.5,
+19.9, 21.6), meta_lr 0.1 34.1 (25.9, 25.2, 43.8, 41.3), meta_lr 0.3 43.7 (35.2, 41.2, 59.0,
+39.5). At 0.1 gamma needs ~30 of the 100 updates to pass 0.8, so most of the run trains with a
+short horizon; at 0.3 it gets there sooner. The fixed arm has no meta step size, so this
+choice is the meta-gradient arm's only tuned setting, and it was tuned away from the scored
+seeds.
+
 The score is the mean episode return of the last 10 training batches (80 episodes per run, the
 policy as it acts while learning), mean over seeds, with the paired difference (same seed,
 both arms) and its standard error. The deterministic (mean-action) return after training is
@@ -45,6 +54,9 @@ BENCH_TASK = {"family": "reach_landmark", "params": {"landmark": 0}}
 DELAY = 5
 """Decisions between reward payouts (200 per episode)."""
 LATE = 10
+META_LR = 0.3
+"""Adam step size on eta (the logits of gamma and lambda) of the meta-gradient arm (chosen on
+seeds 10-13, see the module docstring)."""
 """Training batches at the end of a run whose mean return is the score."""
 
 
@@ -122,7 +134,7 @@ def bench(
     if seeds is None:
         seeds = (0, 1) if quick else (0, 1, 2, 3, 4, 5)
     base = MetaGradPPOConfig(
-        meta=MetaGradConfig(gamma_init=0.6, lam_init=0.3),
+        meta=MetaGradConfig(gamma_init=0.6, lam_init=0.3, meta_lr=META_LR),
         iterations=iterations or (30 if quick else 100),
     )
     task = make_task(BENCH_TASK["family"], BENCH_TASK["params"])  # type: ignore[arg-type]
