@@ -85,6 +85,31 @@ def test_a_collapsed_prior_without_mean_shift_is_maml() -> None:
             assert torch.allclose(phis[k][s], ref[k], atol=1e-6), k
 
 
+def test_max_gamma_bounds_the_mean_shift() -> None:
+    """A runaway gamma is clamped to [0, max_gamma] in the mean shift: with gamma = 5 and
+    max_gamma = 0.02 the samples equal those of gamma = 0.02 unclamped; with gamma = -1 they
+    equal no shift at all."""
+    base = ProbabilisticConfig(inner_lr=0.05)
+    learner = ProbabilisticMAML(mlp, mse_loss, base)
+    meta = learner.init(init_mlp((8, 8), 3))
+    gen = torch.Generator().manual_seed(3)
+    tasks = _tasks(1, 5, 5, gen)
+    support = (tasks.support[0][0], tasks.support[1][0])
+    eps = draw_eps(meta, 2, gen)
+
+    def samples(gamma: float, cfg: ProbabilisticConfig) -> Params:
+        m = meta._replace(gamma=torch.tensor(gamma))
+        return posterior_samples(m, support, eps, inner_loss=mse_loss, cfg=cfg)
+
+    bounded = replace(base, max_gamma=0.02)
+    for k, v in samples(0.02, base).items():
+        assert torch.allclose(samples(5.0, bounded)[k], v), k
+    for k, v in samples(0.0, base).items():
+        assert torch.allclose(samples(-1.0, bounded)[k], v), k
+    # Unbounded, gamma = 5 really is a different (much larger) shift.
+    assert not torch.allclose(samples(5.0, base)["2.weight"], samples(0.02, base)["2.weight"])
+
+
 def _perturb(meta: ProbParams, which: str, key: str | None, idx: int, d: float) -> ProbParams:
     if which in ("log_noise", "gamma"):
         return meta._replace(**{which: getattr(meta, which) + d})

@@ -8,12 +8,14 @@ in this run, plus details:
 - `hypernet` (benchmarks/hypernet_bench.py): model-based learner vs MAML at equal adaptation data,
   few-shot imitation in the plaza; value = mean held-out return, plus adaptation latency (ms).
 - `probabilistic` (benchmarks/probabilistic_bench.py): probabilistic MAML vs MAML, each with its
-  noise level fit on the same validation tasks, ambiguous sine-or-line regression; value =
-  held-out log-likelihood per point, plus 90%-interval coverage.
+  noise level fit on the same validation tasks (and the learner's mean-shift step bounded),
+  ambiguous sine-or-line regression; value = held-out log-likelihood per point, plus
+  90%-interval coverage.
 - `metagrad` (benchmarks/metagrad_bench.py): PPO with gamma/lambda learned by the
   meta-gradient vs the same PPO with the same fixed gamma/lambda (0.6/0.3), same seeds and env
-  steps, on reach_landmark with delayed reward; value = deterministic return after training,
-  plus the paired difference and the gamma/lambda trajectories.
+  steps, on reach_landmark with delayed reward; value = mean return of the last 10 training
+  batches over seeds 0-5, plus the paired difference with its standard error, the
+  deterministic return after training and the gamma/lambda trajectories.
 - `character_generation` (benchmarks/character_bench.py): Meta-SGD few-shot attribute generation
   vs the same MLP fitted from scratch on the same 5 examples; value = MSE on held-out
   descriptors of held-out designers, plus ridge, pretrained+fine-tune and MAML (full run) and

@@ -54,10 +54,10 @@ BENCH_TASK = {"family": "reach_landmark", "params": {"landmark": 0}}
 DELAY = 5
 """Decisions between reward payouts (200 per episode)."""
 LATE = 10
+"""Training batches at the end of a run whose mean return is the score."""
 META_LR = 0.3
 """Adam step size on eta (the logits of gamma and lambda) of the meta-gradient arm (chosen on
 seeds 10-13, see the module docstring)."""
-"""Training batches at the end of a run whose mean return is the score."""
 
 
 def _late_return(h: MetaGradHistory) -> float:
