@@ -243,7 +243,11 @@ def fit_probabilistic(cfg: ProbabilisticFitConfig) -> Fitted:
 
     data = ambiguous.AmbiguousConfig(iterations=cfg.iterations, lr=cfg.lr, seed=cfg.seed)
     learner = pm.ProbabilisticMAML(
-        mlp, mse_loss, pm.ProbabilisticConfig(inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps)
+        mlp,
+        mse_loss,
+        pm.ProbabilisticConfig(
+            inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, max_gamma=cfg.max_gamma
+        ),
     )
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()

@@ -101,6 +101,9 @@ class ProbabilisticFitConfig:
     """Inner step size of the adapted samples."""
     inner_steps: int = 1
     """Inner steps."""
+    max_gamma: float | None = 0.01
+    """Bound on the learned mean-shift step (null = unbounded; unbounded, training diverged on
+    some seeds, see docs/algorithms.md)."""
     eval_shots: list[int] = field(default_factory=lambda: [1, 3, 5])
     """Support sizes of the held-out evaluation."""
     eval_tasks: int = 300
