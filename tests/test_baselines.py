@@ -29,9 +29,11 @@ from avatar_meta.training.baselines import (
 )
 from avatar_meta.training.ppo_baseline import (
     ENCODING_SIZE,
+    PPOAgent,
     PPOSettings,
     encoded_obs,
     evaluate_shared,
+    shared_policy_fn,
     task_encoding,
 )
 from avatar_meta.training.records import RECORD_KEYS, validate_record
@@ -171,3 +173,36 @@ def test_multitask_pretrains_one_policy_per_family_when_asked() -> None:
     assert steps == sorted(steps) and len(curve) == 2
     tuned = [r for r in res.records if r["method"] == "multitask_finetune"]
     assert {r["task_id"] for r in tuned} == {t.task_id for t in dist.heldout()}
+
+
+def test_imitation_pretraining_moves_the_policy_towards_the_scripted_expert() -> None:
+    """PretrainConfig.imitation: the multi-task policy fits the expert's labels on the states
+    it visits (the fair pretraining for meta.outer_loss imitation): after a few iterations on
+    one task its deterministic actions are much closer to the expert's than at initialisation
+    (one task, because with several the expert's action depends on hidden parameters)."""
+    from avatar_meta.envs.rollouts import collect
+    from avatar_meta.training.ppo_baseline import expert_rows
+
+    task = TaskDistribution(families=("reach_landmark",), n_train=1, n_heldout=1).train_tasks()[0]
+    tasks = [task] * 4
+    env = PlazaTaskEnv(PlazaEnvConfig(num_areas=4))
+    cfg = PretrainConfig(
+        env_steps=16 * 4 * 200,
+        tasks_per_iter=4,
+        episodes_per_task=1,
+        imitation=True,
+        ppo=PPOSettings(lr=3e-3, epochs=8, minibatches=8, update_obs_stats=True),
+    )
+    spec = PolicySpec(hidden=(32, 32))
+    trained = pretrain(env, tasks, cfg, spec, 0, False)
+    fresh = PPOAgent(spec, cfg.ppo, 0)
+
+    def error(agent: PPOAgent) -> float:
+        rollouts = collect(env, shared_policy_fn(agent), tasks, 1)
+        want, _ = expert_rows(rollouts)
+        obs = np.concatenate([r.obs[r.valid] for r in rollouts])
+        mask = np.concatenate([r.mask[r.valid] for r in rollouts])
+        got = agent.act(obs, mask, deterministic=True).cont
+        return float(np.square(np.clip(got, -1, 1) - want.numpy()).sum(-1).mean())
+
+    assert error(trained.agent) < 0.6 * error(fresh)

@@ -58,6 +58,14 @@ def test_overrides_none_keeps_file_value(tmp_path: Path) -> None:
         ({"env": {"editor": True, "env_path": "x"}}, ["env.editor", "env.env_path"]),
         ({"baselines": {"methods": ["orcle"]}}, ["baselines.methods[0]", "did you mean 'oracle'"]),
         ({"policy": {"activation": "gelu"}}, ["policy", "activation"]),
+        ({"meta": {"adapt": "context"}}, ["meta.adapt = context", "policy.context_size"]),
+        ({"meta": {"adapt": "bias"}}, ["meta.adapt", "actor or context"]),
+        ({"meta": {"outer_loss": "bc"}}, ["meta.outer_loss", "ppo or imitation"]),
+        (
+            {"meta": {"outer_loss": "imitation", "algorithms": ["maml", "reptile"]}},
+            ["meta.outer_loss = imitation", "reptile"],
+        ),
+        ({"policy": {"context_size": -1}}, ["policy", "context_size"]),
     ],
 )
 def test_errors_name_field_and_fix(data: dict, needles: list[str]) -> None:

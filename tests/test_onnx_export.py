@@ -172,3 +172,23 @@ def test_swap_rejects_wrong_shapes(weights: tuple[Params, Buffers]) -> None:
     bad["actor.mu.bias"] = torch.zeros(3)
     with pytest.raises(ValueError, match=r"actor\.mu\.bias"):
         OnnxTemplate().model_for(SPEC, bad, buffers)
+
+
+def test_a_task_context_is_folded_into_the_plain_contract() -> None:
+    """A policy with a CAVIA context exports as the plain MLP: same inputs and outputs, same
+    deterministic actions as torch, and the template path gives the same model."""
+    spec = PolicySpec(hidden=(32, 32), context_size=4)
+    params, buffers = trained_like(spec, 5)
+    model = export_policy(spec, params, buffers)
+    assert _io(model) == _io(export_policy(SPEC, *trained_like(SPEC, 5)))
+    obs, allowed = random_inputs(32, 2)
+    act = Policy(spec).act(
+        params, buffers, torch.from_numpy(obs), torch.from_numpy(allowed == 0), deterministic=True
+    )
+    got = run(model, obs, allowed)
+    want = act.cont_action.clamp(-1, 1).numpy()
+    np.testing.assert_allclose(got["deterministic_continuous_actions"], want, atol=1e-5, rtol=0)
+    templated = run(OnnxTemplate().model_for(spec, params, buffers), obs, allowed)
+    np.testing.assert_array_equal(
+        templated["deterministic_continuous_actions"], got["deterministic_continuous_actions"]
+    )

@@ -204,7 +204,10 @@ def test_vectors_are_consistent_and_current() -> None:
     spec, params, buffers = policy_weights.unpack(weights)
     want_params, want_buffers = trained_like(VECTOR_SPEC, VECTOR_SEED)
     assert spec == VECTOR_SPEC and data["spec"] == VECTOR_SPEC.to_dict()
-    assert all(torch.equal(params[k], want_params[k]) for k in want_params)
+    # orthogonal init goes through a QR decomposition whose last bit depends on the CPU's
+    # LAPACK code path, so today's weights match the stored ones to float32 rounding only
+    for k in want_params:
+        torch.testing.assert_close(params[k], want_params[k], atol=1e-6, rtol=0)
     assert torch.equal(buffers["obs_mean"], want_buffers["obs_mean"])
     obs = np.asarray(data["obs"], dtype=np.float32)
     masked = np.asarray(data["action_mask_masked"], dtype=bool)

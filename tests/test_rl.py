@@ -306,3 +306,76 @@ def test_padding_does_not_change_losses() -> None:
         padded = fn(params, RLBatch(*(x[0] for x in stacked)), policy=policy, buffers=buffers, **kw)
         plain = fn(params, a, policy=policy, buffers=buffers, **kw)
         torch.testing.assert_close(padded, plain)
+
+
+# ---------------------------------------------------------------------------------------------
+# task context (CAVIA) and the imitation loss
+# ---------------------------------------------------------------------------------------------
+def test_folding_the_context_gives_the_same_function() -> None:
+    from avatar_meta.rl.policy import CONTEXT_KEYS, fold_context
+
+    spec = PolicySpec(obs_size=5, hidden=(8, 8), num_continuous=2, context_size=3)
+    policy = Policy(spec)
+    params, buffers = policy.init(seed=0)
+    assert set(CONTEXT_KEYS) <= set(params) and params["actor.context"].shape == (3,)
+    params["actor.context"] = torch.randn(3)
+    obs = torch.randn(16, 5)
+    plain_spec, plain = fold_context(spec, params)
+    assert plain_spec.context_size == 0 and not set(CONTEXT_KEYS) & set(plain)
+    got, want = (
+        Policy(plain_spec).forward(plain, buffers, obs),
+        policy.forward(params, buffers, obs),
+    )
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    # the context changes the actor only, and a zero context is the plain network
+    params["actor.context"] = torch.zeros(3)
+    zero = policy.forward(params, buffers, obs)
+    assert not torch.allclose(zero.mean, want.mean)
+    torch.testing.assert_close(zero.value, want.value)
+
+
+def test_imitation_loss_pulls_the_mean_and_gesture_towards_the_expert() -> None:
+    from avatar_meta.rl.losses import GuidedBatch, imitation_loss, stack_guided
+
+    policy = Policy(SMALL)
+    params, buffers = policy.init(seed=0)
+    rl = _toy_batch(policy, params, buffers, n=64)
+    gen = torch.Generator().manual_seed(1)
+    expert_cont = torch.rand(64, 2, generator=gen) * 2 - 1
+    expert_gesture = torch.zeros(64, 1, dtype=torch.long)  # "none" is never masked
+    batch = GuidedBatch(rl, expert_cont, expert_gesture)
+
+    def loss(p):  # type: ignore[no-untyped-def]
+        return imitation_loss(p, batch, policy=policy, buffers=buffers, vf_coef=0.0)
+
+    start = float(loss(params))
+    p = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    opt = torch.optim.Adam(p.values(), lr=1e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        loss(p).backward()
+        opt.step()
+    assert float(loss(p).detach()) < 0.3 * start
+
+    def p_none(q):  # type: ignore[no-untyped-def]
+        return float(
+            torch.softmax(policy.forward(q, buffers, rl.obs, rl.mask).logits, -1)[:, 0].mean()
+        )
+
+    assert p_none(p) > max(0.7, p_none(params) + 0.3)
+    assert torch.equal(p["actor.log_std"].detach(), params["actor.log_std"])  # noise untouched
+    # a masked expert gesture and padding rows do not count
+    masked = GuidedBatch(rl, expert_cont, torch.where(rl.mask[:, 1:2], 1, 0))
+    assert rl.mask[:, 1].any()
+    assert float(imitation_loss(params, masked, policy=policy, buffers=buffers)) < 1e3
+    short = GuidedBatch(
+        RLBatch(*(t[:10] for t in rl)), expert_cont[:10], masked.expert_gesture[:10]
+    )
+    stacked = stack_guided([masked, short])
+    padded = torch.utils._pytree.tree_map(lambda t: t[1], stacked)
+    assert padded.rl.obs.shape[0] == 64 and float(padded.rl.weight.sum()) == 10
+    a = imitation_loss(params, short, policy=policy, buffers=buffers)
+    b = imitation_loss(params, padded, policy=policy, buffers=buffers)
+    torch.testing.assert_close(a, b)
+    assert math.isfinite(float(a))

@@ -345,3 +345,55 @@ def test_training_scorer_normalises_against_scripted_and_random() -> None:
     assert scorer.score(tasks, (lo + hi) / 2) == pytest.approx(0.5)
     again = scorer.references(list(reversed(tasks)))  # cached per task, in the caller's order
     assert np.array_equal(again[1], hi[::-1])
+
+
+def test_guided_context_training_adapts_only_the_context_and_exports_plain(
+    tmp_path: Path,
+) -> None:
+    """meta.outer_loss imitation + meta.adapt context: the loop trains on expert labels,
+    held-out adaptation changes only `actor.context`, and the exports fold the context away
+    (the Sentis contract and the C# evaluator see the plain MLP)."""
+    from avatar_meta import contract
+    from avatar_meta.export.onnx_contract import check_sentis_contract
+    from avatar_meta.rl import Policy
+    from avatar_meta.rl.policy import CONTEXT_KEYS
+    from avatar_meta.training.common import rollouts_to_tasks
+    from avatar_meta.training.evaluate import make_adapt_fn
+    from avatar_meta.training.run import export_meta_policy
+
+    data = {k: dict(v) for k, v in TINY.items()}
+    data["meta"].update(outer_loss="imitation", adapt="context", inner_lr=5.0)
+    data["policy"] = {"context_size": 4}
+    config = config_from_dict(data)
+    env = make_env(config)
+    state = train_algorithm("maml", config, env, tmp_path)
+    assert state.iteration == 2 and all(math.isfinite(e["meta_loss"]) for e in state.curve)
+    init = state.init_params("reach_landmark")
+    assert set(CONTEXT_KEYS) <= set(init)
+    fresh = Policy(config.policy_spec()).init(seed=config.env.seed)[0]
+    assert not torch.equal(init["actor.ctx_in.weight"], fresh["actor.ctx_in.weight"])  # trained
+
+    from avatar_meta.envs.rollouts import collect
+    from avatar_meta.training.common import per_task_policy_fn
+
+    policy = Policy(config.policy_spec())
+    task = config.task_distribution().heldout()[0]
+    stacked = {k: v.detach()[None] for k, v in state.init_params(task.family).items()}
+    act = per_task_policy_fn(policy, stacked, state.buffers, torch.Generator().manual_seed(0))
+    batch = rollouts_to_tasks(collect(env, act, [task], 1), 0.99, 0.95)
+    adapted = make_adapt_fn("maml", config, policy, state.buffers)(stacked, batch, 0)
+    changed = {k for k in stacked if not torch.equal(adapted[k], stacked[k])}
+    assert changed == {"actor.context"}
+
+    records = evaluate_checkpoint(
+        "maml", config, env, tmp_path, config.task_distribution().heldout()[:2]
+    )
+    env.close()
+    export_meta_policy(tmp_path, records, config)
+    problems = check_sentis_contract(
+        tmp_path / f"{contract.BEHAVIOR_NAME}.onnx",
+        [(contract.OBSERVATION_SIZE,)],
+        contract.NUM_CONTINUOUS_ACTIONS,
+        list(contract.DISCRETE_BRANCHES),
+    )
+    assert problems == []

@@ -95,6 +95,9 @@ class PolicyConfig:
     """Initial log standard deviation of the continuous actions."""
     log_std_floor: float = -2.0
     """Soft lower bound of the log standard deviation (keeps exploration alive)."""
+    context_size: int = 0
+    """Size of the actor's learned task context (CAVIA); 0 = none. With `meta.adapt:
+    context` adaptation changes only this vector. Exports fold it away."""
 
 
 @dataclass
@@ -159,6 +162,17 @@ class MetaConfig:
     hidden parameters are what adaptation infers). false = one shared initialisation for all
     families, which must then also infer the family from rewards (needed for
     tasks.heldout_family)."""
+    adapt: str = "actor"
+    """What the inner step changes: "actor" (every actor weight, MAML as in the paper) or
+    "context" (only the policy's task context, CAVIA; needs policy.context_size > 0)."""
+    outer_loss: str = "ppo"
+    """Outer objective on the query episodes: "ppo" (PPO-clip on rewards) or "imitation"
+    (guided meta-policy search: the adapted policy imitates the scripted expert's action on
+    the states it visited, plus the value loss; labels come from
+    `world.observed_expert`). Not for reptile, which has no query set."""
+    imitation_gesture_weight: float = 0.3
+    """outer_loss imitation: weight of the gesture cross-entropy next to the squared error
+    of the continuous actions."""
 
 
 @dataclass
@@ -253,6 +267,7 @@ class RunConfig:
             obs_clip=p.obs_clip,
             log_std_init=p.log_std_init,
             log_std_floor=p.log_std_floor,
+            context_size=p.context_size,
         )
 
     @property
@@ -530,6 +545,21 @@ def validate(c: RunConfig) -> None:
         raise ConfigError(
             "meta.reptile_inner_steps must be >= 2 (with 1 step Reptile is joint training)"
         )
+    if m.adapt not in ("actor", "context"):
+        raise ConfigError(f"meta.adapt = {m.adapt!r}: use actor or context")
+    if m.adapt == "context" and c.policy.context_size < 1:
+        raise ConfigError(
+            "meta.adapt = context needs a context to adapt; set policy.context_size (e.g. 8)"
+        )
+    if m.outer_loss not in ("ppo", "imitation"):
+        raise ConfigError(f"meta.outer_loss = {m.outer_loss!r}: use ppo or imitation")
+    if m.outer_loss == "imitation" and "reptile" in m.algorithms:
+        raise ConfigError(
+            "meta.outer_loss = imitation needs query episodes, which reptile does not collect; "
+            "remove reptile from meta.algorithms or use outer_loss: ppo"
+        )
+    if m.imitation_gesture_weight < 0:
+        raise ConfigError("meta.imitation_gesture_weight must be >= 0")
     try:
         c.policy_spec()
     except ValueError as err:

@@ -27,6 +27,7 @@ _SPEC_FIELDS = (
     "normalize_obs",
     "obs_clip",
     "log_std_init",
+    "context_size",
     "log_std_floor",
 )
 

@@ -42,7 +42,14 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import Tensor
 
-from avatar_meta.rl.policy import MASKED_LOGIT, Buffers, Params, PolicySpec, param_shapes
+from avatar_meta.rl.policy import (
+    MASKED_LOGIT,
+    Buffers,
+    Params,
+    PolicySpec,
+    fold_context,
+    param_shapes,
+)
 
 OPSET = 9
 """The opset mlagents exports with (Sentis imports 7-15)."""
@@ -166,6 +173,7 @@ def export_policy(spec: PolicySpec, params: Params, buffers: Buffers) -> onnx.Mo
     The graph is traced with distinct placeholder weights (see `_distinct_placeholders`) and the
     real tensors are written into its initializers afterwards.
     """
+    spec, params = fold_context(spec, params)
     model = _export_graph(spec)
     replace_initializers(model, _tensors(spec, params, buffers))
     return model
@@ -252,6 +260,7 @@ class OnnxTemplate:
 
     def model_for(self, spec: PolicySpec, params: Params, buffers: Buffers) -> onnx.ModelProto:
         """A model equal to `export_policy(spec, params, buffers)`, without exporting."""
+        spec, params = fold_context(spec, params)
         model = onnx.ModelProto()
         model.CopyFrom(self.template(spec))
         replace_initializers(model, _tensors(spec, params, buffers))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from avatar_meta.proto_gen.v1 import policy_weights_pb2 as pw
-from avatar_meta.rl.policy import Buffers, Params, PolicySpec, param_shapes
+from avatar_meta.rl.policy import Buffers, Params, PolicySpec, fold_context, param_shapes
 
 PARAMETER_ORDER = "mlp-actor-critic-v1"
 NORM_EPSILON = 1e-8
@@ -78,7 +78,9 @@ def pack(
     has_critic: bool = True,
     created_at_ms: int | None = None,
 ) -> pw.PolicyWeights:
-    """PolicyWeights for this policy. `has_critic=False` ships only what acting needs."""
+    """PolicyWeights for this policy. `has_critic=False` ships only what acting needs. A task
+    context (`PolicySpec.context_size`) is folded into the first layer's bias first."""
+    spec, params = fold_context(spec, params)
     names = packed_names(spec, has_critic)
     shapes = param_shapes(spec)
     parts = []

@@ -187,3 +187,76 @@ def make_pg_loss(policy: Policy, buffers: Buffers, normalize: bool = True) -> Lo
 def make_ppo_loss(policy: Policy, buffers: Buffers, cfg: PPOConfig | None = None) -> LossFn:
     """`ppo_loss` bound to a policy, its buffers and coefficients."""
     return partial(ppo_loss, policy=policy, buffers=buffers, cfg=cfg or PPOConfig())
+
+
+# ---------------------------------------------------------------------------------------------
+# imitation (guided meta-policy search)
+# ---------------------------------------------------------------------------------------------
+class GuidedBatch(NamedTuple):
+    """An RLBatch plus the expert's action at every row (shapes per task, like RLBatch)."""
+
+    rl: RLBatch
+    expert_cont: Tensor  # [N, num_continuous] float, the expert's command (in -1..1)
+    expert_gesture: Tensor  # [N, num_branches] int64, the expert's discrete choice
+
+
+def stack_guided(batches: Sequence[GuidedBatch]) -> GuidedBatch:
+    """Stack per-task guided batches into [K, N_max, ...], padding like `stack_batches`."""
+    size = max(b.rl.obs.shape[0] for b in batches)
+
+    def pad(x: Tensor) -> Tensor:
+        return torch.cat([x, x.new_zeros((size - x.shape[0], *x.shape[1:]))])
+
+    return GuidedBatch(
+        stack_batches([b.rl for b in batches]),
+        torch.stack([pad(b.expert_cont) for b in batches]),
+        torch.stack([pad(b.expert_gesture) for b in batches]),
+    )
+
+
+def imitation_loss(
+    params: Params,
+    batch: GuidedBatch,
+    *,
+    policy: Policy,
+    buffers: Buffers,
+    gesture_weight: float = 0.3,
+    vf_coef: float = 0.5,
+) -> Tensor:
+    """Behaviour cloning of the expert on the visited states, plus the critic's value loss.
+
+    Squared error of the Gaussian *mean* (not its log-likelihood: maximising the likelihood of
+    a deterministic expert shrinks the log-std, and the inner policy-gradient step needs that
+    exploration noise), cross-entropy of the expert's gesture where the mask allows it, and
+    0.5 * (V - R)^2 so the critic keeps providing the inner step's GAE baselines.
+    Reference: Mendonca et al. 2019, "Guided Meta-Policy Search".
+    """
+    b = batch.rl
+    out = policy.forward(params, buffers, b.obs, b.mask)
+    w = b.weight
+    mse = weighted_mean((out.mean - batch.expert_cont).square().sum(-1), w)
+    ce = torch.zeros_like(mse)
+    start = 0
+    for branch, size in enumerate(policy.spec.discrete_branches):
+        logits = out.logits[..., start : start + size]
+        mask = b.mask[..., start : start + size]
+        label = batch.expert_gesture[..., branch : branch + 1].long()
+        logp = torch.log_softmax(logits, -1).gather(-1, label).squeeze(-1)
+        allowed = (~mask.gather(-1, label).squeeze(-1)).to(logp.dtype) * w
+        ce = ce - weighted_mean(logp, allowed)
+        start += size
+    value_loss = 0.5 * weighted_mean((out.value - b.returns).square(), w)
+    return mse + gesture_weight * ce + vf_coef * value_loss
+
+
+def make_imitation_loss(
+    policy: Policy, buffers: Buffers, gesture_weight: float = 0.3, vf_coef: float = 0.5
+) -> Callable[[Params, GuidedBatch], Tensor]:
+    """`imitation_loss` bound to a policy, its buffers and weights."""
+    return partial(
+        imitation_loss,
+        policy=policy,
+        buffers=buffers,
+        gesture_weight=gesture_weight,
+        vf_coef=vf_coef,
+    )

@@ -32,7 +32,7 @@ Continuous actions are the raw Gaussian sample (unbounded); the environment clip
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, NamedTuple
 
 import torch
@@ -74,6 +74,11 @@ class PolicySpec:
     """Initial (effective) log standard deviation of the continuous head."""
     log_std_floor: float = -2.0
     """Soft lower bound of the log-std: log_std = floor + softplus(raw - floor)."""
+    context_size: int = 0
+    """Size of the actor's task context (CAVIA, Zintgraf et al. 2019): a learned vector
+    `actor.context` fed through `actor.ctx_in.weight` into the first actor layer, the only
+    thing adaptation then changes. 0 = no context. Exports fold it into the first layer's
+    bias (`fold_context`), so the exported network is the plain MLP."""
     contract_version: str = contract.CONTRACT_VERSION
     """Observation/action contract the network was built for."""
 
@@ -90,6 +95,8 @@ class PolicySpec:
             raise ValueError("obs_size must be > 0, num_continuous >= 0, branches > 0")
         if self.log_std_init <= self.log_std_floor:
             raise ValueError("log_std_init must be above log_std_floor")
+        if self.context_size < 0:
+            raise ValueError(f"context_size must be >= 0, got {self.context_size}")
 
     @property
     def num_discrete(self) -> int:
@@ -101,6 +108,8 @@ class PolicySpec:
         out = asdict(self)
         out["hidden"] = list(self.hidden)
         out["discrete_branches"] = list(self.discrete_branches)
+        if not self.context_size:  # a trainer-side field: exported specs never carry it
+            del out["context_size"]
         return out
 
     @staticmethod
@@ -146,6 +155,9 @@ def param_shapes(spec: PolicySpec) -> dict[str, tuple[int, ...]]:
             shapes["actor.log_std"] = (spec.num_continuous,)
             shapes["actor.logits.weight"] = (spec.num_discrete, width)
             shapes["actor.logits.bias"] = (spec.num_discrete,)
+            if spec.context_size:
+                shapes["actor.ctx_in.weight"] = (spec.hidden[0], spec.context_size)
+                shapes["actor.context"] = (spec.context_size,)
         else:
             shapes["critic.value.weight"] = (1, width)
             shapes["critic.value.bias"] = (1,)
@@ -223,8 +235,29 @@ def _activation(spec: PolicySpec, x: Tensor) -> Tensor:
 
 def _trunk(spec: PolicySpec, params: Params, net: str, x: Tensor) -> Tensor:
     for i in range(len(spec.hidden)):
-        x = _activation(spec, F.linear(x, params[f"{net}.{i}.weight"], params[f"{net}.{i}.bias"]))
+        pre = F.linear(x, params[f"{net}.{i}.weight"], params[f"{net}.{i}.bias"])
+        if i == 0 and net == "actor" and spec.context_size:
+            pre = pre + params["actor.ctx_in.weight"] @ params["actor.context"]
+        x = _activation(spec, pre)
     return x
+
+
+CONTEXT_KEYS = ("actor.ctx_in.weight", "actor.context")
+"""The parameters a context adds (`PolicySpec.context_size` > 0)."""
+
+
+def fold_context(spec: PolicySpec, params: Params) -> tuple[PolicySpec, Params]:
+    """The same function without a context: `actor.0.bias += ctx_in.weight @ context`.
+
+    Exports (ONNX, PolicyWeights) and anything else that speaks the plain-MLP contract take
+    the folded pair; a spec without context is returned unchanged."""
+    if not spec.context_size:
+        return spec, params
+    folded = {k: v for k, v in params.items() if k not in CONTEXT_KEYS}
+    folded["actor.0.bias"] = params["actor.0.bias"] + (
+        params["actor.ctx_in.weight"] @ params["actor.context"]
+    )
+    return replace(spec, context_size=0), folded
 
 
 def _branch_log_probs(spec: PolicySpec, logits: Tensor) -> list[Tensor]:

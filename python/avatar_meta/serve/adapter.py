@@ -36,6 +36,7 @@ from avatar_meta.rl import Buffers, Params, Policy, PolicySpec, RLBatch, make_ba
 from avatar_meta.rl.losses import stack_batches
 from avatar_meta.serve.fast import actor_pg_loss, gae_padded
 from avatar_meta.serve.wire import AdaptRequestView, EpisodeView
+from avatar_meta.training.common import adapt_prefix
 
 VMAP_ROWS = 4096
 """Largest padded rows (requests x steps) adapted in one vmap call (see `adapt_many`)."""
@@ -153,7 +154,7 @@ class Adapter:
         # Fast path (MAML/FOMAML/Meta-SGD): the step of make_adapt_fn at step 0, with the
         # critic-free loss; built once, so a request rebuilds nothing.
         self._fast_lr = _first_step_size(self.algorithm, self.config, metasgd_lrs)
-        keys = select_keys(self.params, "actor.")
+        keys = select_keys(self.params, adapt_prefix(self.config))
         loss = partial(actor_pg_loss, policy=self.policy, buffers=self.buffers)
         lr = self._fast_lr
 

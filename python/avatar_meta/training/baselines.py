@@ -51,6 +51,7 @@ from avatar_meta.training.ppo_baseline import (
     PPOSettings,
     encoded_obs,
     evaluate_shared,
+    expert_rows,
     mean_returns,
     per_task_policy_fn,
     plain_obs,
@@ -107,6 +108,10 @@ class PretrainConfig:
     budget). The oracle uses it to train "to convergence" within the budget."""
     ppo: PPOSettings = PPOSettings(lr=3e-4, epochs=8, minibatches=32)
     """PPO settings of pretraining."""
+    imitation: bool = False
+    """Fit the scripted expert's actions on the visited states (DAgger with
+    `world.observed_expert` labels, `rl.losses.imitation_loss`) instead of PPO: the
+    fair pretraining when the meta-learners train with `meta.outer_loss: imitation`."""
 
 
 @dataclass(frozen=True)
@@ -217,8 +222,9 @@ def pretrain(
     oracle: bool,
     label: str = "pretrain",
 ) -> PretrainResult:
-    """PPO on stratified batches of training tasks until the env-step budget (or patience)
-    runs out; `oracle` appends the task encoding to the observation."""
+    """PPO (or, with `cfg.imitation`, imitation of the scripted expert) on stratified batches
+    of training tasks until the env-step budget (or patience) runs out; `oracle` appends the
+    task encoding to the observation."""
     agent = PPOAgent(spec, cfg.ppo, seed)
     rng = np.random.default_rng([seed, 17])
     curve: list[dict[str, float]] = []
@@ -230,11 +236,13 @@ def pretrain(
         rollouts = collect(env, shared_policy_fn(agent, transform), tasks, cfg.episodes_per_task)
         steps += sum(r.env_steps for r in rollouts)
         mean_ret = float(np.mean(mean_returns(rollouts)))
-        agent.update(
-            rollouts_to_batch(
-                rollouts, transform, cfg.ppo.gamma, cfg.ppo.lam, cfg.ppo.per_task_advantages
-            )
+        batch = rollouts_to_batch(
+            rollouts, transform, cfg.ppo.gamma, cfg.ppo.lam, cfg.ppo.per_task_advantages
         )
+        if cfg.imitation:
+            agent.imitate(batch, *expert_rows(rollouts))
+        else:
+            agent.update(batch)
         curve.append(
             {
                 "iteration": it,

@@ -20,10 +20,12 @@ import torch
 from torch import Tensor
 
 from avatar_meta.config import RunConfig
+from avatar_meta.envs.inprocess import wire_spec
 from avatar_meta.envs.rollouts import ActionBatch, PolicyFn, TaskEnv, TaskRollout
 from avatar_meta.meta.core import inner_grad, map_tasks, select_keys, sgd_step
 from avatar_meta.rl import Buffers, Params, Policy, PolicyOutput, RLBatch, gae, make_batch
-from avatar_meta.rl.losses import LossFn, stack_batches
+from avatar_meta.rl.losses import GuidedBatch, LossFn, stack_batches, stack_guided
+from avatar_meta.world.observed_expert import expert_labels
 
 EnvFactory = Callable[[], TaskEnv]
 
@@ -156,6 +158,28 @@ def rollout_to_batch(rollout: TaskRollout, gamma: float, lam: float) -> RLBatch:
 def rollouts_to_tasks(rollouts: Sequence[TaskRollout], gamma: float, lam: float) -> RLBatch:
     """Task-stacked, zero-weight-padded RLBatch [K, N_max, ...] for vmap."""
     return stack_batches([rollout_to_batch(r, gamma, lam) for r in rollouts])
+
+
+def rollouts_to_guided(rollouts: Sequence[TaskRollout], gamma: float, lam: float) -> GuidedBatch:
+    """`rollouts_to_tasks` plus the scripted expert's action at every visited state, rebuilt
+    from the observations and each rollout's task (`world.observed_expert`)."""
+    batches = []
+    for r in rollouts:
+        cont, gesture = expert_labels(wire_spec(r.task), r.obs)
+        v = r.valid
+        batches.append(
+            GuidedBatch(
+                rollout_to_batch(r, gamma, lam),
+                torch.from_numpy(cont[v]),
+                torch.from_numpy(gesture[v]).unsqueeze(-1),
+            )
+        )
+    return stack_guided(batches)
+
+
+def adapt_prefix(config: RunConfig) -> str:
+    """Names of the parameters adaptation changes: the actor, or only its task context."""
+    return "actor.context" if config.meta.adapt == "context" else "actor."
 
 
 def mean_returns(rollouts: Sequence[TaskRollout]) -> np.ndarray:

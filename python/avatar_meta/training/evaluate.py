@@ -35,6 +35,7 @@ from avatar_meta.meta.reptile import reptile_adapt
 from avatar_meta.rl import Buffers, Params, Policy, make_pg_loss
 from avatar_meta.tasks import Task
 from avatar_meta.training.common import (
+    adapt_prefix,
     adapt_step,
     mean_returns,
     per_task_policy_fn,
@@ -57,6 +58,7 @@ def make_adapt_fn(
     m, ev = config.meta, config.eval
     alpha = ev.inner_lr if ev.inner_lr is not None else m.inner_lr
     pg = make_pg_loss(policy, buffers)
+    prefix = adapt_prefix(config)
 
     if algorithm == "reptile":
         from avatar_meta.training.meta_loop import build_learner
@@ -78,7 +80,7 @@ def make_adapt_fn(
             lr: float | Params = {k: v.detach() * decay for k, v in lrs.items()}
         else:
             lr = alpha * decay
-        return adapt_step(pg, stacked, batch, lr, "actor.", m.use_vmap)
+        return adapt_step(pg, stacked, batch, lr, prefix, m.use_vmap)
 
     return pg_fn
 

@@ -21,7 +21,9 @@ environment pass still runs the whole meta-batch; the learner is applied per fam
 Gotchas
 - The query batch's `old_log_prob` comes from the adapted policy, so the first outer epoch
   has ratio 1; later epochs re-adapt from the updated meta-params.
-- Only the actor is adapted (`adapt_prefix="actor."`); the outer value loss trains the critic,
+- Only the actor is adapted (`meta.adapt`: every actor weight, or only its task context);
+  `meta.outer_loss: imitation` swaps PPO-clip for imitation of the scripted expert on the
+  query states (guided meta-policy search). The outer value loss trains the critic,
   which also provides the GAE baselines of both support and query data.
 - Normalisation buffers are updated *after* the update, never by gradients.
 - Resuming restores params, Adam state, buffers, RNG states, counters and the curve, so a run
@@ -54,7 +56,7 @@ from avatar_meta.meta import (
     policy_losses,
 )
 from avatar_meta.rl import Buffers, Params, Policy, PPOConfig, update_obs_stats
-from avatar_meta.rl.losses import make_ppo_loss
+from avatar_meta.rl.losses import GuidedBatch, RLBatch, make_imitation_loss, make_ppo_loss
 from avatar_meta.training.checkpoints import (
     SHARED_KEY,
     MetaState,
@@ -65,14 +67,15 @@ from avatar_meta.training.checkpoints import (
     save_checkpoint,
 )
 from avatar_meta.training.common import (
+    adapt_prefix,
     all_obs,
     mean_returns,
     per_task_policy_fn,
+    rollouts_to_guided,
     rollouts_to_tasks,
 )
 
 logger = logging.getLogger("avatar_meta.training")
-ADAPT_PREFIX = "actor."
 
 
 def init_state(algorithm: str, config: RunConfig, policy: Policy) -> MetaState:
@@ -143,7 +146,7 @@ def _metasgd_cfg(config: RunConfig) -> MetaSGDConfig:
         init_lr=m.inner_lr,
         init_lr_decay=m.inner_lr_decay,
         inner_steps=1,
-        adapt_prefix=ADAPT_PREFIX,
+        adapt_prefix=adapt_prefix(config),
         use_vmap=m.use_vmap,
     )
 
@@ -157,12 +160,14 @@ def build_learner(algorithm: str, config: RunConfig, policy: Policy, buffers: Bu
     """The meta-learner object bound to losses over the *current* normalisation buffers."""
     m = config.meta
     inner, outer = policy_losses(policy, buffers, ppo_config(config))
+    if m.outer_loss == "imitation":
+        outer = make_imitation_loss(policy, buffers, m.imitation_gesture_weight, m.vf_coef)
     if algorithm in ("maml", "fomaml"):
         cfg = MAMLConfig(
             inner_lr=m.inner_lr,
             inner_lr_decay=m.inner_lr_decay,
             first_order=algorithm == "fomaml",
-            adapt_prefix=ADAPT_PREFIX,
+            adapt_prefix=adapt_prefix(config),
             use_vmap=m.use_vmap,
         )
         return MAML(inner, outer, cfg)
@@ -410,7 +415,11 @@ def train_algorithm(
             act_k = per_task_policy_fn(policy, adapted, state.buffers, state.generator)
             query_roll = collect(env, act_k, tasks, m.query_episodes, stats=stats)
             t_learn = time.perf_counter()
-            query = rollouts_to_tasks(query_roll, m.gamma, m.gae_lambda)
+            query: RLBatch | GuidedBatch = (
+                rollouts_to_guided(query_roll, m.gamma, m.gae_lambda)
+                if m.outer_loss == "imitation"
+                else rollouts_to_tasks(query_roll, m.gamma, m.gae_lambda)
+            )
             rows = torch.cat([rows, all_obs(query_roll)])
             post = mean_returns(query_roll)
             # 5. outer PPO-clip epochs through the inner step -------------------------------

@@ -14,8 +14,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from avatar_meta import contract
+from avatar_meta.envs.inprocess import wire_spec
 from avatar_meta.envs.rollouts import ActionBatch, TaskEnv, TaskRollout, collect
 from avatar_meta.rl import (
     Buffers,
@@ -30,7 +32,9 @@ from avatar_meta.rl import (
     ppo_terms,
     update_obs_stats,
 )
+from avatar_meta.rl.losses import GuidedBatch, imitation_loss
 from avatar_meta.tasks import Task
+from avatar_meta.world.observed_expert import expert_labels
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,31 @@ class PPOAgent:
             return {}
         return {k: float(v.detach()) for k, v in terms._asdict().items()}
 
+    def imitate(self, batch: RLBatch, expert_cont: Tensor, expert_gesture: Tensor) -> float:
+        """Like `update`, with `rl.losses.imitation_loss` (the expert's actions at the rows of
+        `batch`, plus the value loss) instead of PPO-clip; returns the last minibatch's loss."""
+        s = self.settings
+        n = int(batch.obs.shape[0])
+        size = max(1, n // max(1, s.minibatches))
+        loss = torch.zeros(())
+        for _ in range(s.epochs):
+            perm = torch.randperm(n, generator=self.generator)
+            for start in range(0, n - size + 1, size):
+                idx = perm[start : start + size]
+                sub = GuidedBatch(
+                    RLBatch(*(x[idx] for x in batch)), expert_cont[idx], expert_gesture[idx]
+                )
+                loss = imitation_loss(
+                    self.params, sub, policy=self.policy, buffers=self.buffers, vf_coef=s.vf_coef
+                )
+                self.optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(list(self.params.values()), s.max_grad_norm)
+                self.optimizer.step()
+        if s.update_obs_stats:
+            self.buffers = update_obs_stats(self.buffers, batch.obs)
+        return float(loss.detach())
+
     def set_lr(self, lr: float) -> None:
         self.settings = replace(self.settings, lr=lr)
         for group in self.optimizer.param_groups:
@@ -255,6 +284,17 @@ def rollouts_to_batch(
 # ---------------------------------------------------------------------------------------------
 # acting through collect()
 # ---------------------------------------------------------------------------------------------
+def expert_rows(rollouts: Sequence[TaskRollout]) -> tuple[Tensor, Tensor]:
+    """The scripted expert's actions at the valid rows of `rollouts`, in `rollouts_to_batch`
+    row order: continuous [M, 2] and gesture [M, 1]."""
+    conts, gestures = [], []
+    for r in rollouts:
+        cont, gesture = expert_labels(wire_spec(r.task), r.obs)
+        conts.append(torch.from_numpy(cont[r.valid]))
+        gestures.append(torch.from_numpy(gesture[r.valid]).unsqueeze(-1))
+    return torch.cat(conts), torch.cat(gestures)
+
+
 def shared_policy_fn(
     agent: PPOAgent, transform: ObsTransform = plain_obs, deterministic: bool = False
 ) -> Callable[[np.ndarray, np.ndarray, np.ndarray], ActionBatch]:

@@ -244,7 +244,11 @@ def baseline_config(config: RunConfig) -> Any:
         eval_episodes=b.eval_episodes,
         n_validation=b.n_validation,
         finetune=finetune,
-        multitask=replace(base.multitask, env_steps=b.multitask_env_steps),
+        multitask=replace(
+            base.multitask,
+            env_steps=b.multitask_env_steps,
+            imitation=config.meta.outer_loss == "imitation",
+        ),
         per_family=config.meta.per_family,
         oracle=replace(base.oracle, env_steps=b.oracle_env_steps, patience=b.oracle_patience),
     )

@@ -141,7 +141,15 @@ def actions_for_params(
     plaza: Plaza, params: np.ndarray, patrol_slot: np.ndarray, band: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Drive to the family targets; greet when inside `band` metres of the target distance."""
-    state = plaza.state()
+    return actions_for_state(plaza.state(), params, patrol_slot, band)
+
+
+def actions_for_state(
+    state: dict[str, np.ndarray], params: np.ndarray, patrol_slot: np.ndarray, band: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`actions_for_params` on a `Plaza.state()`-shaped dict (only the keys it reads: pos,
+    heading, speed, top_speed, turn_rate, family, greeted, area and the visitor's pos, vel and
+    heading per area), so a trainer can rebuild the state from observations."""
     target, ff, greet = family_targets(state, params, patrol_slot)
     pos = geometry.from_xz(state["pos"])
     v_pos = geometry.from_xz(state["visitor_pos"])[state["area"]]
