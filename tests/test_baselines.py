@@ -176,7 +176,7 @@ def test_multitask_pretrains_one_policy_per_family_when_asked() -> None:
 
 
 def test_imitation_pretraining_moves_the_policy_towards_the_scripted_expert() -> None:
-    """PretrainConfig.imitation: the multi-task policy fits the expert's labels on the states
+    """PretrainConfig.loss imitation: the multi-task policy fits the expert's labels on the states
     it visits (the fair pretraining for meta.outer_loss imitation): after a few iterations on
     one task its deterministic actions are much closer to the expert's than at initialisation
     (one task, because with several the expert's action depends on hidden parameters)."""
@@ -190,7 +190,7 @@ def test_imitation_pretraining_moves_the_policy_towards_the_scripted_expert() ->
         env_steps=16 * 4 * 200,
         tasks_per_iter=4,
         episodes_per_task=1,
-        imitation=True,
+        loss="imitation",
         ppo=PPOSettings(lr=3e-3, epochs=8, minibatches=8, update_obs_stats=True),
     )
     spec = PolicySpec(hidden=(32, 32))

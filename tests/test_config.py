@@ -60,7 +60,7 @@ def test_overrides_none_keeps_file_value(tmp_path: Path) -> None:
         ({"policy": {"activation": "gelu"}}, ["policy", "activation"]),
         ({"meta": {"adapt": "context"}}, ["meta.adapt = context", "policy.context_size"]),
         ({"meta": {"adapt": "bias"}}, ["meta.adapt", "actor or context"]),
-        ({"meta": {"outer_loss": "bc"}}, ["meta.outer_loss", "ppo or imitation"]),
+        ({"meta": {"outer_loss": "bc"}}, ["meta.outer_loss", "ppo, imitation, ppo+imitation"]),
         (
             {"meta": {"outer_loss": "imitation", "algorithms": ["maml", "reptile"]}},
             ["meta.outer_loss = imitation", "reptile"],

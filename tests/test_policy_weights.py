@@ -228,3 +228,19 @@ if __name__ == "__main__":
     VECTORS.parent.mkdir(parents=True, exist_ok=True)
     VECTORS.write_text(json.dumps(build_vectors(signing.generate_private_key()), indent=1) + "\n")
     print(f"wrote {VECTORS}", file=sys.stderr)
+
+
+def test_a_task_context_is_folded_before_packing() -> None:
+    """A CAVIA policy packs as the plain MLP the C# evaluator runs, acting identically."""
+    spec = PolicySpec(hidden=(16, 16), context_size=3)
+    params, buffers = trained_like(spec, 4)
+    weights = policy_weights.pack(spec, params, buffers, version=1)
+    got_spec, got_params, got_buffers = policy_weights.unpack(weights)
+    assert got_spec.context_size == 0 and "actor.context" not in got_params
+    obs, masked = vector_inputs(spec)
+    cont, disc = ReferencePolicy.from_weights(weights).act(obs, masked)
+    want = Policy(spec).act(
+        params, buffers, torch.from_numpy(obs), torch.from_numpy(masked), deterministic=True
+    )
+    np.testing.assert_allclose(cont, want.cont_action.clamp(-1, 1).numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(disc, want.gesture.numpy())

@@ -379,3 +379,21 @@ def test_imitation_loss_pulls_the_mean_and_gesture_towards_the_expert() -> None:
     b = imitation_loss(params, padded, policy=policy, buffers=buffers)
     torch.testing.assert_close(a, b)
     assert math.isfinite(float(a))
+
+
+def test_guided_loss_is_imitation_alone_or_ppo_plus_weighted_imitation() -> None:
+    from avatar_meta.rl.losses import GuidedBatch, guided_loss, imitation_loss
+
+    policy = Policy(SMALL)
+    params, buffers = policy.init(seed=0)
+    rl = _toy_batch(policy, params, buffers, n=32)
+    batch = GuidedBatch(rl, torch.zeros(32, 2), torch.zeros(32, 1, dtype=torch.long))
+    kw = {"policy": policy, "buffers": buffers}
+    alone = guided_loss(params, batch, ppo=None, **kw)
+    torch.testing.assert_close(alone, imitation_loss(params, batch, **kw))
+    cfg = PPOConfig()
+    mixed = guided_loss(params, batch, ppo=cfg, imitation_weight=2.0, **kw)
+    want = ppo_loss(params, rl, cfg=cfg, **kw) + 2.0 * imitation_loss(
+        params, batch, vf_coef=0.0, **kw
+    )
+    torch.testing.assert_close(mixed, want)

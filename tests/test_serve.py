@@ -502,3 +502,29 @@ def test_server_reflection_lists_the_services(server: Server) -> None:
         names = {s.name for a in answers for s in a.list_services_response.service}
     assert "avatar_meta.v1.AdaptationService" in names
     assert "grpc.health.v1.Health" in names
+
+
+def test_a_context_checkpoint_adapts_only_its_context(tmp_path: Path) -> None:
+    """meta.adapt context: the service adapts the task context (as held-out evaluation
+    does), its fast path equals the trainer's adaptation, and the weights it returns are the
+    plain MLP with the context folded into the first layer's bias."""
+    from avatar_meta.config import config_from_dict
+    from avatar_meta.rl import Policy
+
+    path = make_checkpoint(tmp_path / "maml.pt")
+    ck = torch.load(path, weights_only=False)
+    config = config_from_dict(
+        {"policy": {"context_size": 4}, "meta": {"adapt": "context", "inner_lr": 5.0}}
+    )
+    params, _ = Policy(config.policy_spec()).init(seed=0)
+    ck["params"], ck["config"] = params, config.to_dict()
+    torch.save(ck, path)
+    adapter = Adapter(path)
+    request = svc.AdaptRequest(behavior_name="AvatarAgent", episodes=episodes(3, 60, seed=4))
+    batch = adapter.to_batch(request)
+    fast, reference = adapter.adapt_batch(batch), adapter.reference_adapt(batch)
+    assert {k for k in params if not torch.equal(fast[k], params[k])} == {"actor.context"}
+    for name in fast:
+        torch.testing.assert_close(fast[name], reference[name], rtol=0, atol=1e-6)
+    spec, packed, _ = policy_weights.unpack(adapter.pack(fast, version=1, task_id="t"))
+    assert spec.context_size == 0 and "actor.context" not in packed

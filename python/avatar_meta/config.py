@@ -25,6 +25,7 @@ from typing import Any
 from avatar_meta.tasks import ALL_FAMILIES, TaskDistribution, TaskError
 
 ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
+OUTER_LOSSES = ("ppo", "imitation", "ppo+imitation")
 BASELINE_METHODS = ("random", "oracle", "ppo_scratch", "multitask_finetune")
 MAX_EPISODES_PER_STEP = 20
 """The acceptance bar allows at most this many episodes per task per adaptation step."""
@@ -166,10 +167,13 @@ class MetaConfig:
     """What the inner step changes: "actor" (every actor weight, MAML as in the paper) or
     "context" (only the policy's task context, CAVIA; needs policy.context_size > 0)."""
     outer_loss: str = "ppo"
-    """Outer objective on the query episodes: "ppo" (PPO-clip on rewards) or "imitation"
+    """Outer objective on the query episodes: "ppo" (PPO-clip on rewards), "imitation"
     (guided meta-policy search: the adapted policy imitates the scripted expert's action on
-    the states it visited, plus the value loss; labels come from
-    `world.observed_expert`). Not for reptile, which has no query set."""
+    the states it visited, plus the value loss; labels come from `world.observed_expert`) or
+    "ppo+imitation" (both: PPO-clip + imitation_weight x imitation). Not for reptile, which
+    has no query set."""
+    imitation_weight: float = 1.0
+    """outer_loss ppo+imitation: weight of the imitation term next to PPO-clip."""
     imitation_gesture_weight: float = 0.3
     """outer_loss imitation: weight of the gesture cross-entropy next to the squared error
     of the continuous actions."""
@@ -551,15 +555,17 @@ def validate(c: RunConfig) -> None:
         raise ConfigError(
             "meta.adapt = context needs a context to adapt; set policy.context_size (e.g. 8)"
         )
-    if m.outer_loss not in ("ppo", "imitation"):
-        raise ConfigError(f"meta.outer_loss = {m.outer_loss!r}: use ppo or imitation")
-    if m.outer_loss == "imitation" and "reptile" in m.algorithms:
+    if m.outer_loss not in OUTER_LOSSES:
         raise ConfigError(
-            "meta.outer_loss = imitation needs query episodes, which reptile does not collect; "
-            "remove reptile from meta.algorithms or use outer_loss: ppo"
+            f"meta.outer_loss = {m.outer_loss!r}: use one of {', '.join(OUTER_LOSSES)}"
         )
-    if m.imitation_gesture_weight < 0:
-        raise ConfigError("meta.imitation_gesture_weight must be >= 0")
+    if m.outer_loss != "ppo" and "reptile" in m.algorithms:
+        raise ConfigError(
+            f"meta.outer_loss = {m.outer_loss} needs query episodes, which reptile does not "
+            "collect; remove reptile from meta.algorithms or use outer_loss: ppo"
+        )
+    if m.imitation_gesture_weight < 0 or m.imitation_weight < 0:
+        raise ConfigError("meta.imitation_weight and meta.imitation_gesture_weight must be >= 0")
     try:
         c.policy_spec()
     except ValueError as err:

@@ -249,14 +249,53 @@ def imitation_loss(
     return mse + gesture_weight * ce + vf_coef * value_loss
 
 
-def make_imitation_loss(
-    policy: Policy, buffers: Buffers, gesture_weight: float = 0.3, vf_coef: float = 0.5
+def guided_loss(
+    params: Params,
+    batch: GuidedBatch,
+    *,
+    policy: Policy,
+    buffers: Buffers,
+    ppo: PPOConfig | None,
+    imitation_weight: float = 1.0,
+    gesture_weight: float = 0.3,
+    vf_coef: float = 0.5,
+) -> Tensor:
+    """`imitation_loss` alone (`ppo` None), or PPO-clip on the same rows plus
+    `imitation_weight` x the imitation terms (demonstration-augmented policy gradient,
+    Rajeswaran et al. 2018: the reward keeps shaping what the expert's labels cannot decide,
+    e.g. whether to risk a greeting at all). The value loss is counted once (PPO's `vf_coef`
+    when `ppo` is given, else `vf_coef`)."""
+    if ppo is None:
+        return imitation_loss(
+            params,
+            batch,
+            policy=policy,
+            buffers=buffers,
+            gesture_weight=gesture_weight,
+            vf_coef=vf_coef,
+        )
+    rl_term = ppo_loss(params, batch.rl, policy=policy, buffers=buffers, cfg=ppo)
+    bc_term = imitation_loss(
+        params, batch, policy=policy, buffers=buffers, gesture_weight=gesture_weight, vf_coef=0.0
+    )
+    return rl_term + imitation_weight * bc_term
+
+
+def make_guided_loss(
+    policy: Policy,
+    buffers: Buffers,
+    ppo: PPOConfig | None,
+    imitation_weight: float = 1.0,
+    gesture_weight: float = 0.3,
+    vf_coef: float = 0.5,
 ) -> Callable[[Params, GuidedBatch], Tensor]:
-    """`imitation_loss` bound to a policy, its buffers and weights."""
+    """`guided_loss` bound to a policy, its buffers and weights."""
     return partial(
-        imitation_loss,
+        guided_loss,
         policy=policy,
         buffers=buffers,
+        ppo=ppo,
+        imitation_weight=imitation_weight,
         gesture_weight=gesture_weight,
         vf_coef=vf_coef,
     )

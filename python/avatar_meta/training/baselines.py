@@ -108,10 +108,13 @@ class PretrainConfig:
     budget). The oracle uses it to train "to convergence" within the budget."""
     ppo: PPOSettings = PPOSettings(lr=3e-4, epochs=8, minibatches=32)
     """PPO settings of pretraining."""
-    imitation: bool = False
-    """Fit the scripted expert's actions on the visited states (DAgger with
-    `world.observed_expert` labels, `rl.losses.imitation_loss`) instead of PPO: the
-    fair pretraining when the meta-learners train with `meta.outer_loss: imitation`."""
+    loss: str = "ppo"
+    """"ppo", "imitation" (fit the scripted expert's actions on the visited states: DAgger
+    with `world.observed_expert` labels) or "ppo+imitation" (both, see
+    `rl.losses.guided_loss`): `multitask_finetune` pretrains with the meta-learners'
+    `meta.outer_loss`, so both see the same expert labels."""
+    imitation_weight: float = 1.0
+    """loss ppo+imitation: weight of the imitation term."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,7 @@ def pretrain(
     oracle: bool,
     label: str = "pretrain",
 ) -> PretrainResult:
-    """PPO (or, with `cfg.imitation`, imitation of the scripted expert) on stratified batches
+    """PPO (or, per `cfg.loss`, imitation of the scripted expert) on stratified batches
     of training tasks until the env-step budget (or patience) runs out; `oracle` appends the
     task encoding to the observation."""
     agent = PPOAgent(spec, cfg.ppo, seed)
@@ -239,8 +242,9 @@ def pretrain(
         batch = rollouts_to_batch(
             rollouts, transform, cfg.ppo.gamma, cfg.ppo.lam, cfg.ppo.per_task_advantages
         )
-        if cfg.imitation:
-            agent.imitate(batch, *expert_rows(rollouts))
+        if cfg.loss != "ppo":
+            with_ppo = cfg.loss == "ppo+imitation"
+            agent.imitate(batch, *expert_rows(rollouts), with_ppo, cfg.imitation_weight)
         else:
             agent.update(batch)
         curve.append(

@@ -23,7 +23,7 @@ Gotchas
   has ratio 1; later epochs re-adapt from the updated meta-params.
 - Only the actor is adapted (`meta.adapt`: every actor weight, or only its task context);
   `meta.outer_loss: imitation` swaps PPO-clip for imitation of the scripted expert on the
-  query states (guided meta-policy search). The outer value loss trains the critic,
+  query states (guided meta-policy search); `ppo+imitation` adds the two. The outer value loss trains the critic,
   which also provides the GAE baselines of both support and query data.
 - Normalisation buffers are updated *after* the update, never by gradients.
 - Resuming restores params, Adam state, buffers, RNG states, counters and the curve, so a run
@@ -56,7 +56,7 @@ from avatar_meta.meta import (
     policy_losses,
 )
 from avatar_meta.rl import Buffers, Params, Policy, PPOConfig, update_obs_stats
-from avatar_meta.rl.losses import GuidedBatch, RLBatch, make_imitation_loss, make_ppo_loss
+from avatar_meta.rl.losses import GuidedBatch, RLBatch, make_guided_loss, make_ppo_loss
 from avatar_meta.training.checkpoints import (
     SHARED_KEY,
     MetaState,
@@ -160,8 +160,11 @@ def build_learner(algorithm: str, config: RunConfig, policy: Policy, buffers: Bu
     """The meta-learner object bound to losses over the *current* normalisation buffers."""
     m = config.meta
     inner, outer = policy_losses(policy, buffers, ppo_config(config))
-    if m.outer_loss == "imitation":
-        outer = make_imitation_loss(policy, buffers, m.imitation_gesture_weight, m.vf_coef)
+    if m.outer_loss != "ppo":
+        with_ppo = ppo_config(config) if m.outer_loss == "ppo+imitation" else None
+        outer = make_guided_loss(
+            policy, buffers, with_ppo, m.imitation_weight, m.imitation_gesture_weight, m.vf_coef
+        )
     if algorithm in ("maml", "fomaml"):
         cfg = MAMLConfig(
             inner_lr=m.inner_lr,
@@ -417,7 +420,7 @@ def train_algorithm(
             t_learn = time.perf_counter()
             query: RLBatch | GuidedBatch = (
                 rollouts_to_guided(query_roll, m.gamma, m.gae_lambda)
-                if m.outer_loss == "imitation"
+                if m.outer_loss != "ppo"
                 else rollouts_to_tasks(query_roll, m.gamma, m.gae_lambda)
             )
             rows = torch.cat([rows, all_obs(query_roll)])

@@ -32,7 +32,7 @@ from avatar_meta.rl import (
     ppo_terms,
     update_obs_stats,
 )
-from avatar_meta.rl.losses import GuidedBatch, imitation_loss
+from avatar_meta.rl.losses import GuidedBatch, guided_loss
 from avatar_meta.tasks import Task
 from avatar_meta.world.observed_expert import expert_labels
 
@@ -208,12 +208,21 @@ class PPOAgent:
             return {}
         return {k: float(v.detach()) for k, v in terms._asdict().items()}
 
-    def imitate(self, batch: RLBatch, expert_cont: Tensor, expert_gesture: Tensor) -> float:
-        """Like `update`, with `rl.losses.imitation_loss` (the expert's actions at the rows of
-        `batch`, plus the value loss) instead of PPO-clip; returns the last minibatch's loss."""
+    def imitate(
+        self,
+        batch: RLBatch,
+        expert_cont: Tensor,
+        expert_gesture: Tensor,
+        with_ppo: bool = False,
+        imitation_weight: float = 1.0,
+    ) -> float:
+        """Like `update`, with `rl.losses.guided_loss`: the expert's actions at the rows of
+        `batch` (plus the value loss), and PPO-clip too when `with_ppo`; returns the last
+        minibatch's loss."""
         s = self.settings
         n = int(batch.obs.shape[0])
         size = max(1, n // max(1, s.minibatches))
+        ppo = s.ppo_config() if with_ppo else None
         loss = torch.zeros(())
         for _ in range(s.epochs):
             perm = torch.randperm(n, generator=self.generator)
@@ -222,8 +231,14 @@ class PPOAgent:
                 sub = GuidedBatch(
                     RLBatch(*(x[idx] for x in batch)), expert_cont[idx], expert_gesture[idx]
                 )
-                loss = imitation_loss(
-                    self.params, sub, policy=self.policy, buffers=self.buffers, vf_coef=s.vf_coef
+                loss = guided_loss(
+                    self.params,
+                    sub,
+                    policy=self.policy,
+                    buffers=self.buffers,
+                    ppo=ppo,
+                    imitation_weight=imitation_weight,
+                    vf_coef=s.vf_coef,
                 )
                 self.optimizer.zero_grad()
                 loss.backward()

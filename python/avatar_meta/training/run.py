@@ -247,7 +247,8 @@ def baseline_config(config: RunConfig) -> Any:
         multitask=replace(
             base.multitask,
             env_steps=b.multitask_env_steps,
-            imitation=config.meta.outer_loss == "imitation",
+            loss=config.meta.outer_loss,
+            imitation_weight=config.meta.imitation_weight,
         ),
         per_family=config.meta.per_family,
         oracle=replace(base.oracle, env_steps=b.oracle_env_steps, patience=b.oracle_patience),
