@@ -22,9 +22,11 @@ Gotchas
 - The query batch's `old_log_prob` comes from the adapted policy, so the first outer epoch
   has ratio 1; later epochs re-adapt from the updated meta-params.
 - Only the actor is adapted (`meta.adapt`: every actor weight, or only its task context);
-  `meta.outer_loss: imitation` swaps PPO-clip for imitation of the scripted expert on the
-  query states (guided meta-policy search); `ppo+imitation` adds the two. The outer value loss trains the critic,
-  which also provides the GAE baselines of both support and query data.
+  the outer value loss trains the critic, which also provides the GAE baselines of both
+  support and query data.
+- `meta.outer_loss: imitation` swaps PPO-clip for imitation of the scripted expert on the
+  query states (guided meta-policy search, labels from `world.observed_expert`);
+  `ppo+imitation` adds the two.
 - Normalisation buffers are updated *after* the update, never by gradients.
 - Resuming restores params, Adam state, buffers, RNG states, counters and the curve, so a run
   killed after iteration i continues exactly at i + 1.
