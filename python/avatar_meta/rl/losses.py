@@ -73,11 +73,12 @@ def pad_batch(batch: RLBatch, size: int) -> RLBatch:
     n = batch.obs.shape[0]
     if n > size:
         raise ValueError(f"cannot pad a batch of {n} rows to {size}")
+    return RLBatch(*(_pad_rows(x, size) for x in batch))
 
-    def pad(x: Tensor) -> Tensor:
-        return torch.cat([x, x.new_zeros((size - n, *x.shape[1:]))])
 
-    return RLBatch(*(pad(x) for x in batch))
+def _pad_rows(x: Tensor, size: int) -> Tensor:
+    """x with zero rows appended up to `size` rows."""
+    return torch.cat([x, x.new_zeros((size - x.shape[0], *x.shape[1:]))])
 
 
 def stack_batches(batches: Sequence[RLBatch]) -> RLBatch:
@@ -203,14 +204,10 @@ class GuidedBatch(NamedTuple):
 def stack_guided(batches: Sequence[GuidedBatch]) -> GuidedBatch:
     """Stack per-task guided batches into [K, N_max, ...], padding like `stack_batches`."""
     size = max(b.rl.obs.shape[0] for b in batches)
-
-    def pad(x: Tensor) -> Tensor:
-        return torch.cat([x, x.new_zeros((size - x.shape[0], *x.shape[1:]))])
-
     return GuidedBatch(
         stack_batches([b.rl for b in batches]),
-        torch.stack([pad(b.expert_cont) for b in batches]),
-        torch.stack([pad(b.expert_gesture) for b in batches]),
+        torch.stack([_pad_rows(b.expert_cont, size) for b in batches]),
+        torch.stack([_pad_rows(b.expert_gesture, size) for b in batches]),
     )
 
 

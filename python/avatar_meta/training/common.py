@@ -163,18 +163,17 @@ def rollouts_to_tasks(rollouts: Sequence[TaskRollout], gamma: float, lam: float)
 def rollouts_to_guided(rollouts: Sequence[TaskRollout], gamma: float, lam: float) -> GuidedBatch:
     """`rollouts_to_tasks` plus the scripted expert's action at every visited state, rebuilt
     from the observations and each rollout's task (`world.observed_expert`)."""
-    batches = []
-    for r in rollouts:
-        cont, gesture = expert_labels(wire_spec(r.task), r.obs)
-        v = r.valid
-        batches.append(
-            GuidedBatch(
-                rollout_to_batch(r, gamma, lam),
-                torch.from_numpy(cont[v]),
-                torch.from_numpy(gesture[v]).unsqueeze(-1),
-            )
-        )
-    return stack_guided(batches)
+    return stack_guided(
+        [GuidedBatch(rollout_to_batch(r, gamma, lam), *expert_rows(r)) for r in rollouts]
+    )
+
+
+def expert_rows(rollout: TaskRollout) -> tuple[Tensor, Tensor]:
+    """The scripted expert's actions at the valid steps of one rollout, in `rollout_to_batch`
+    row order: continuous [n, 2] and gesture [n, 1]."""
+    cont, gesture = expert_labels(wire_spec(rollout.task), rollout.obs)
+    v = rollout.valid
+    return torch.from_numpy(cont[v]), torch.from_numpy(gesture[v]).unsqueeze(-1)
 
 
 def adapt_prefix(config: RunConfig) -> str:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from avatar_meta import contract
-from avatar_meta.envs.inprocess import wire_spec
 from avatar_meta.envs.rollouts import ActionBatch, TaskEnv, TaskRollout, collect
 from avatar_meta.rl import (
     Buffers,
@@ -34,7 +34,7 @@ from avatar_meta.rl import (
 )
 from avatar_meta.rl.losses import GuidedBatch, guided_loss
 from avatar_meta.tasks import Task
-from avatar_meta.world.observed_expert import expert_labels
+from avatar_meta.training import common
 
 
 @dataclass(frozen=True)
@@ -186,27 +186,17 @@ class PPOAgent:
 
     def update(self, batch: RLBatch) -> dict[str, float]:
         """PPO epochs over `batch`; returns the last minibatch's loss terms."""
-        s, cfg = self.settings, self.settings.ppo_config()
-        n = int(batch.obs.shape[0])
-        size = max(1, n // max(1, s.minibatches))
-        terms = None
-        for _ in range(s.epochs):
-            perm = torch.randperm(n, generator=self.generator)
-            for start in range(0, n - size + 1, size):
-                idx = perm[start : start + size]
-                sub = RLBatch(*(x[idx] for x in batch))
-                terms = ppo_terms(
-                    self.params, sub, policy=self.policy, buffers=self.buffers, cfg=cfg
-                )
-                self.optimizer.zero_grad()
-                terms.loss.backward()
-                torch.nn.utils.clip_grad_norm_(list(self.params.values()), s.max_grad_norm)
-                self.optimizer.step()
-        if s.update_obs_stats:
-            self.buffers = update_obs_stats(self.buffers, batch.obs)
-        if terms is None:
-            return {}
-        return {k: float(v.detach()) for k, v in terms._asdict().items()}
+        cfg = self.settings.ppo_config()
+        last: list[Any] = []
+
+        def loss(idx: Tensor) -> Tensor:
+            sub = RLBatch(*(x[idx] for x in batch))
+            terms = ppo_terms(self.params, sub, policy=self.policy, buffers=self.buffers, cfg=cfg)
+            last[:] = [terms]
+            return terms.loss
+
+        self._minibatch_epochs(batch, loss)
+        return {k: float(v.detach()) for k, v in last[0]._asdict().items()} if last else {}
 
     def imitate(
         self,
@@ -215,38 +205,42 @@ class PPOAgent:
         expert_gesture: Tensor,
         with_ppo: bool = False,
         imitation_weight: float = 1.0,
-    ) -> float:
+    ) -> None:
         """Like `update`, with `rl.losses.guided_loss`: the expert's actions at the rows of
-        `batch` (plus the value loss), and PPO-clip too when `with_ppo`; returns the last
-        minibatch's loss."""
+        `batch` (plus the value loss), and PPO-clip too when `with_ppo`."""
+        ppo = self.settings.ppo_config() if with_ppo else None
+
+        def loss(idx: Tensor) -> Tensor:
+            sub = GuidedBatch(
+                RLBatch(*(x[idx] for x in batch)), expert_cont[idx], expert_gesture[idx]
+            )
+            return guided_loss(
+                self.params,
+                sub,
+                policy=self.policy,
+                buffers=self.buffers,
+                ppo=ppo,
+                imitation_weight=imitation_weight,
+                vf_coef=self.settings.vf_coef,
+            )
+
+        self._minibatch_epochs(batch, loss)
+
+    def _minibatch_epochs(self, batch: RLBatch, loss: Callable[[Tensor], Tensor]) -> None:
+        """`epochs` passes of Adam steps over shuffled minibatches of `batch`'s rows (`loss`
+        maps row indices to a scalar), then the observation statistics if configured."""
         s = self.settings
         n = int(batch.obs.shape[0])
         size = max(1, n // max(1, s.minibatches))
-        ppo = s.ppo_config() if with_ppo else None
-        loss = torch.zeros(())
         for _ in range(s.epochs):
             perm = torch.randperm(n, generator=self.generator)
             for start in range(0, n - size + 1, size):
-                idx = perm[start : start + size]
-                sub = GuidedBatch(
-                    RLBatch(*(x[idx] for x in batch)), expert_cont[idx], expert_gesture[idx]
-                )
-                loss = guided_loss(
-                    self.params,
-                    sub,
-                    policy=self.policy,
-                    buffers=self.buffers,
-                    ppo=ppo,
-                    imitation_weight=imitation_weight,
-                    vf_coef=s.vf_coef,
-                )
                 self.optimizer.zero_grad()
-                loss.backward()
+                loss(perm[start : start + size]).backward()
                 torch.nn.utils.clip_grad_norm_(list(self.params.values()), s.max_grad_norm)
                 self.optimizer.step()
         if s.update_obs_stats:
             self.buffers = update_obs_stats(self.buffers, batch.obs)
-        return float(loss.detach())
 
     def set_lr(self, lr: float) -> None:
         self.settings = replace(self.settings, lr=lr)
@@ -302,12 +296,8 @@ def rollouts_to_batch(
 def expert_rows(rollouts: Sequence[TaskRollout]) -> tuple[Tensor, Tensor]:
     """The scripted expert's actions at the valid rows of `rollouts`, in `rollouts_to_batch`
     row order: continuous [M, 2] and gesture [M, 1]."""
-    conts, gestures = [], []
-    for r in rollouts:
-        cont, gesture = expert_labels(wire_spec(r.task), r.obs)
-        conts.append(torch.from_numpy(cont[r.valid]))
-        gestures.append(torch.from_numpy(gesture[r.valid]).unsqueeze(-1))
-    return torch.cat(conts), torch.cat(gestures)
+    rows = [common.expert_rows(r) for r in rollouts]
+    return torch.cat([c for c, _ in rows]), torch.cat([g for _, g in rows])
 
 
 def shared_policy_fn(
