@@ -26,12 +26,11 @@ import numpy as np
 
 from avatar_meta import contract
 from avatar_meta.world import geometry, scripted
+from avatar_meta.world.plaza import VISITOR_VELOCITY_SCALE
 from avatar_meta.world.scenarios import ROUTE_XZ, GreetVisitor, Patrol
 from avatar_meta.world.types import TaskSpec
 
 _OBS = contract.OBS
-_VISITOR_VELOCITY_SCALE = 2.0
-"""m/s per unit of the `visitor_velocity` observation (world.plaza.VISITOR_VELOCITY_SCALE)."""
 _GREET = scripted.FAMILY["greet_visitor"]
 _PATROL = scripted.FAMILY["patrol"]
 _BAND_M = 0.25
@@ -59,7 +58,7 @@ def state_from_observations(obs: np.ndarray, spec: TaskSpec) -> dict[str, np.nda
     top_speed, turn_rate = float(spec.body[0]), float(spec.body[1])
     own_vel_local = geometry.from_xz(obs[:, _OBS["own_velocity"]])
     visitor_rel = geometry.from_xz(obs[:, _OBS["visitor_position"]]) * scale / rot
-    visitor_vel = geometry.from_xz(obs[:, _OBS["visitor_velocity"]]) * _VISITOR_VELOCITY_SCALE
+    visitor_vel = geometry.from_xz(obs[:, _OBS["visitor_velocity"]]) * VISITOR_VELOCITY_SCALE
     visitor_vel = visitor_vel / rot
     return {
         "pos": geometry.to_xz(pos),
