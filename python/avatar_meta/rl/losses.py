@@ -262,20 +262,19 @@ def guided_loss(
     Rajeswaran et al. 2018: the reward keeps shaping what the expert's labels cannot decide,
     e.g. whether to risk a greeting at all). The value loss is counted once (PPO's `vf_coef`
     when `ppo` is given, else `vf_coef`)."""
-    if ppo is None:
-        return imitation_loss(
-            params,
-            batch,
-            policy=policy,
-            buffers=buffers,
-            gesture_weight=gesture_weight,
-            vf_coef=vf_coef,
-        )
-    rl_term = ppo_loss(params, batch.rl, policy=policy, buffers=buffers, cfg=ppo)
     bc_term = imitation_loss(
-        params, batch, policy=policy, buffers=buffers, gesture_weight=gesture_weight, vf_coef=0.0
+        params,
+        batch,
+        policy=policy,
+        buffers=buffers,
+        gesture_weight=gesture_weight,
+        vf_coef=vf_coef if ppo is None else 0.0,
     )
-    return rl_term + imitation_weight * bc_term
+    if ppo is None:
+        return bc_term
+    return ppo_loss(params, batch.rl, policy=policy, buffers=buffers, cfg=ppo) + (
+        imitation_weight * bc_term
+    )
 
 
 def make_guided_loss(
