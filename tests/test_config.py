@@ -28,6 +28,20 @@ def test_shipped_configs_load(name: str) -> None:
     assert config.eval.adaptation_steps == 3
 
 
+def test_default_yaml_lists_every_field() -> None:
+    """config/default.yaml is the full reference: every field of every section is in it."""
+    import yaml
+
+    written = yaml.safe_load((ROOT / "config" / "default.yaml").read_text())
+    missing = [
+        f"{section}.{name}"
+        for section, fields in RunConfig().to_dict().items()
+        for name in fields
+        if name not in (written.get(section) or {})
+    ]
+    assert missing == []
+
+
 def test_overrides_none_keeps_file_value(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("env: {num_areas: 30}\n")
@@ -66,6 +80,8 @@ def test_overrides_none_keeps_file_value(tmp_path: Path) -> None:
             ["meta.outer_loss = imitation", "reptile"],
         ),
         ({"policy": {"context_size": -1}}, ["policy", "context_size"]),
+        ({"meta": {"outer_lr_final_scale": 0}}, ["meta.outer_lr_final_scale", "(0, 1]"]),
+        ({"eval": {"stability_repeats": -1}}, ["eval.stability_repeats", "use 0"]),
     ],
 )
 def test_errors_name_field_and_fix(data: dict, needles: list[str]) -> None:

@@ -151,3 +151,46 @@ def test_stability_compares_the_final_window_with_the_best() -> None:
     assert abs(out["best"] - 0.7) < 1e-9 and out["final"] == 0.0 and out["best_at_iteration"] == 10
     assert stability([{"pre_score": 0.5}])["score"] == "pre_score"  # type: ignore[index]
     assert stability([{"meta_loss": 1.0}]) is None
+
+
+def test_stability_from_held_out_checkpoint_pairs() -> None:
+    """With final-vs-best held-out pairs the verdict compares their means (paired stderr);
+    the k-th record of a task pairs with the k-th `@best` record of that task."""
+    from avatar_meta.report.metrics import (
+        BEST_SUFFIX,
+        is_best_window,
+        paired_checkpoint_scores,
+        stability,
+    )
+
+    curve = [{"post_score": s} for s in (0.1, 0.5, 0.2, 0.3, 0.1, 0.0)]
+    assert is_best_window(curve[:2]) and not is_best_window(curve)
+    out = stability(curve, [(0.50, 0.52), (0.40, 0.44), (0.60, 0.60)])
+    assert out is not None and out["measure"] == "heldout" and out["n_pairs"] == 3
+    assert out["gap"] == pytest.approx(0.02) and out["within_tolerance"]
+    assert out["gap_stderr"] == pytest.approx(np.std([0.02, 0.04, 0.0], ddof=1) / np.sqrt(3))
+    assert out["training_best"] > out["training_final"]
+    worse = stability(curve, [(0.3, 0.5), (0.2, 0.3)])
+    assert worse is not None and not worse["within_tolerance"]
+
+    records = [r for r in synthetic_records() if r["method"] in ("random", "oracle")]
+    task = records[0]["task_id"]
+    lo = next(r for r in records if r["task_id"] == task and r["method"] == "random")
+    hi = next(r for r in records if r["task_id"] == task and r["method"] == "oracle")
+    span = hi["return_by_step"][0] - lo["return_by_step"][0]
+
+    def check(method: str, fraction: float) -> dict[str, object]:
+        ret = lo["return_by_step"][0] + fraction * span
+        return {**lo, "method": method, "return_by_step": [0.0, ret]}
+
+    checks = [
+        check("maml", 0.5),
+        check("maml", 0.7),
+        check("maml" + BEST_SUFFIX, 0.6),
+        check("maml" + BEST_SUFFIX, 0.7),
+    ]
+    pairs = paired_checkpoint_scores(checks, records)
+    assert pairs["maml"] == [pytest.approx((0.5, 0.6)), pytest.approx((0.7, 0.7))]
+    metrics = build_metrics(synthetic_records(), {"maml": curve}, checkpoint_records=checks)
+    st = metrics["summary"]["methods"]["maml"]["stability"]
+    assert st["measure"] == "heldout" and st["gap"] == pytest.approx(0.05)

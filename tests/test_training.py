@@ -194,6 +194,69 @@ class _Obs(NamedTuple):
     obs: torch.Tensor
 
 
+def test_outer_lr_anneals_and_the_best_window_checkpoint_is_kept(tmp_path: Path) -> None:
+    """meta.outer_lr_final_scale: a cosine from 1 to the scale over meta_iterations; the
+    checkpoint ending the best training window is kept as <algorithm>.best.pt, and the
+    stability check adapts it and the final one on the same tasks with the same seeds."""
+    from avatar_meta.report.metrics import BEST_SUFFIX, is_best_window
+    from avatar_meta.training.checkpoints import best_checkpoint_path
+    from avatar_meta.training.evaluate import stability_records
+
+    config = tiny(algorithms=["maml"], meta_iterations=6, outer_lr_final_scale=0.1)
+    config.eval.stability_repeats = 2
+    env = make_env(config)
+    state = train_algorithm("maml", config, env, tmp_path)
+    factors = [e["outer_lr_factor"] for e in state.curve]
+    expected = [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / 6)) for i in range(6)]
+    assert factors == pytest.approx(expected)
+    assert state.optimizer.param_groups[0]["lr"] == pytest.approx(
+        config.meta.outer_lr * expected[-1]
+    )
+    best_at = max(i for i in range(1, 7) if is_best_window(state.curve[:i]))
+    best_path = best_checkpoint_path(tmp_path, "maml")
+    assert load_checkpoint(best_path)["iteration"] == best_at
+    heldout = config.task_distribution().heldout()[:3]
+    records = stability_records("maml", config, env, tmp_path, heldout)
+    if best_at == 6:  # the final checkpoint is the best: nothing to compare
+        assert records == []
+    # an earlier best checkpoint: both are adapted once on every task, twice
+    ck = load_checkpoint(checkpoint_path(tmp_path, "maml"))
+    ck["iteration"] = 1
+    torch.save(ck, best_path)
+    records = stability_records("maml", config, env, tmp_path, heldout)
+    env.close()
+    assert [r["method"] for r in records] == ["maml"] * 6 + ["maml" + BEST_SUFFIX] * 6
+    assert [r["task_id"] for r in records[:6]] == [t.task_id for t in heldout] * 2
+    assert all(len(r["return_by_step"]) == 2 for r in records)
+    config.eval.stability_repeats = 0
+    assert stability_records("maml", config, make_env(config), tmp_path, heldout) == []
+
+
+def test_job_budget_runs_baselines_first_and_ends_meta_training_in_time(tmp_path: Path) -> None:
+    """meta.job_budget_s: baselines first, then meta-training stops early enough for its
+    evaluation and the report, and the outer learning rate anneals over that shorter run."""
+    from avatar_meta.training import run
+
+    data = {k: dict(v) for k, v in TINY.items()}
+    training_s = 10.0
+    data["meta"].update(
+        meta_iterations=100_000,
+        job_budget_s=run.REPORT_RESERVE_S + training_s,
+        outer_lr_final_scale=0.1,
+    )
+    data["baselines"] = {"methods": ["random"], "eval_episodes": 1}
+    data["output"] = {**data["output"], "results_dir": str(tmp_path)}
+    run_dir = run.train(config_from_dict(data), "budget")
+    timing = json.loads((run_dir / "timing.json").read_text())
+    assert next(iter(timing)) == "baselines_s"  # measured before meta-training started
+    curve = json.loads((run_dir / "training_curves.json").read_text())["maml"]
+    assert 2 <= len(curve) < 100_000
+    per_iteration = curve[-1]["wall_s"] / len(curve)
+    assert curve[-1]["wall_s"] <= training_s - timing["baselines_s"] + 2 * per_iteration + 0.5
+    assert curve[-1]["outer_lr_factor"] < 0.4  # the cosine reached its end by the deadline
+    assert (run_dir / "metrics.json").exists()
+
+
 def test_resume_in_process_continues_the_counter(tmp_path: Path) -> None:
     config = tiny(algorithms=["maml"])
     env = make_env(config)

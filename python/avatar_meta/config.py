@@ -119,6 +119,10 @@ class MetaConfig:
     """Adaptation step k uses inner_lr * inner_lr_decay**k (a repeated step size diverges)."""
     outer_lr: float = 3.0e-3
     """Adam learning rate of the outer (meta) update."""
+    outer_lr_final_scale: float = 1.0
+    """Cosine-anneal the outer learning rate from outer_lr to outer_lr * this over the run
+    (progress = the larger of iterations / meta_iterations and elapsed / time_budget_s);
+    1 = constant. Annealing lets the last meta-iterations settle instead of jumping around."""
     outer_epochs: int = 8
     """Outer PPO-clip epochs over each query batch (MAML, FOMAML, Meta-SGD)."""
     outer_minibatches: int = 1
@@ -156,6 +160,11 @@ class MetaConfig:
     """Maximum meta-iterations per algorithm."""
     time_budget_s: float = 600.0
     """Wall-clock budget per algorithm; training stops at whichever limit comes first."""
+    job_budget_s: float | None = None
+    """Wall-clock target of the whole job (null = none). When set, the baselines run first
+    and each meta-learner trains at most until its share of the time that is left, minus a
+    reserve for its held-out evaluation and stability check (estimated from the env
+    throughput measured during meta-training) and for the report."""
     use_vmap: bool = True
     """Batch tasks with torch.func.vmap (false = per-task loop, same numbers)."""
     per_family: bool = True
@@ -190,6 +199,10 @@ class EvalConfig:
     inner_lr: float | None = None
     """Adaptation step size at test time; null = the meta-learner's own (learned for
     Meta-SGD)."""
+    stability_repeats: int = 2
+    """Stability check: the final and the best checkpoint (best window of the training curve)
+    are both adapted once on every held-out task this many times, paired by seed, and
+    compared after one step; 0 = compare training-curve windows only."""
 
 
 @dataclass
@@ -515,6 +528,11 @@ def validate(c: RunConfig) -> None:
         raise ConfigError("eval.adaptation_steps must be >= 1 (the report uses 3)")
     if ev.inner_lr is not None:
         _positive(ev.inner_lr, "eval.inner_lr", "use a value > 0 or null")
+    if ev.stability_repeats < 0:
+        raise ConfigError(
+            f"eval.stability_repeats = {ev.stability_repeats}: use 0 (training-curve check "
+            "only) or a whole number of paired held-out repeats, e.g. 2"
+        )
     for i, name in enumerate(c.baselines.methods):
         if name not in BASELINE_METHODS:
             close = difflib.get_close_matches(name, BASELINE_METHODS, n=1)
@@ -536,6 +554,13 @@ def validate(c: RunConfig) -> None:
         _positive(getattr(m, name), f"meta.{name}")
     if not 0 < m.inner_lr_decay <= 1:
         raise ConfigError(f"meta.inner_lr_decay = {m.inner_lr_decay}: use a value in (0, 1]")
+    if m.job_budget_s is not None:
+        _positive(m.job_budget_s, "meta.job_budget_s", "use seconds > 0 or null (no target)")
+    if not 0 < m.outer_lr_final_scale <= 1:
+        raise ConfigError(
+            f"meta.outer_lr_final_scale = {m.outer_lr_final_scale}: use a value in (0, 1] "
+            "(1 = constant learning rate, 0.1 = anneal to a tenth)"
+        )
     if not 0 < m.gamma <= 1 or not 0 <= m.gae_lambda <= 1:
         raise ConfigError("meta.gamma must be in (0, 1] and meta.gae_lambda in [0, 1]")
     for name in ("meta_iterations", "outer_epochs", "outer_minibatches"):

@@ -17,9 +17,7 @@ reference advantages (lambda_ref = 1: Monte-Carlo returns minus the baseline, as
 paper). gamma = sigmoid(eta[0]) and lambda = sigmoid(eta[1]) stay in (0, 1).
 
 The pieces, all pure functions of tensors so the other learners can call them:
-- `diff_gae`: GAE differentiable w.r.t. gamma and lambda (tensors), equal to `rl.gae` for
-  fixed values (a test checks this; `rl.gae` writes into a preallocated tensor, which
-  `torch.func` cannot differentiate w.r.t. gamma).
+- `rl.gae`, which is differentiable w.r.t. gamma and lambda passed as tensors.
 - `TrajBatch`: episodes kept in time order [E, T, ...] (GAE needs the time structure, an
   `RLBatch` has flattened, precomputed advantages).
 - `metagrad_pg_loss(params, batch, eta, ...)` / `make_inner_loss(policy, buffers, eta)`: the
@@ -65,46 +63,12 @@ import torch
 from torch import Tensor
 
 from avatar_meta.envs.rollouts import TaskEnv, TaskRollout, collect
-from avatar_meta.rl.gae import bootstrap_values
+from avatar_meta.rl.gae import gae
 from avatar_meta.rl.losses import normalize_advantages, weighted_mean
 from avatar_meta.rl.policy import Buffers, Params, Policy, PolicySpec
 from avatar_meta.tasks import Task
 
-# ---------------------------------------------------------------------------------------------
-# differentiable GAE
-# ---------------------------------------------------------------------------------------------
 GammaLike = float | Tensor
-
-
-def diff_gae(
-    rewards: Tensor,
-    values: Tensor,
-    dones: Tensor,
-    last_value: Tensor,
-    interrupted: Tensor | None = None,
-    terminal_values: Tensor | None = None,
-    gamma: GammaLike = 0.99,
-    lam: GammaLike = 0.95,
-) -> tuple[Tensor, Tensor]:
-    """GAE advantages and lambda-returns [..., T], differentiable w.r.t. gamma and lam.
-
-    Same semantics (episode cuts, bootstrapping of interrupted episodes) and the same numbers
-    as `rl.gae.gae`, but built without in-place writes so `torch.func.grad` and autograd can
-    differentiate through gamma and lam (0-d tensors) and compose with `vmap`.
-    """
-    done = dones.bool()
-    if interrupted is not None:
-        done = done | interrupted.bool()
-    nxt = bootstrap_values(values, done, last_value, interrupted, terminal_values)
-    deltas = rewards + gamma * nxt - values
-    carry = (1.0 - done.to(values.dtype)) * (gamma * lam)
-    acc = torch.zeros_like(values[..., 0])
-    out: list[Tensor] = []
-    for t in range(values.shape[-1] - 1, -1, -1):
-        acc = deltas[..., t] + carry[..., t] * acc
-        out.append(acc)
-    adv = torch.stack(out[::-1], dim=-1)
-    return adv, adv + values
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,7 +127,7 @@ def batch_advantages(batch: TrajBatch, gamma: GammaLike, lam: GammaLike) -> tupl
 
     Padding has reward 0, value 0 and sits after a done step, so its advantages are 0."""
     zeros = torch.zeros_like(batch.value[..., 0])
-    return diff_gae(
+    return gae(
         batch.reward,
         batch.value,
         batch.done,

@@ -66,15 +66,17 @@ def write_report(
     config: Any = None,
     versions: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
+    checkpoint_records: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Path]:
     """Write metrics.json, plots/*.png and report.md into `run_dir`; returns name -> path.
 
-    `extra` adds top-level keys to metrics.json (e.g. timing breakdowns).
+    `extra` adds top-level keys to metrics.json (e.g. timing breakdowns);
+    `checkpoint_records` are the stability check's final-vs-best records.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     curves = training_curves or {}
-    metrics = _json_safe(build_metrics(records, curves, versions, extra))
+    metrics = _json_safe(build_metrics(records, curves, versions, extra, checkpoint_records))
     paths: dict[str, Path] = {"metrics": run_dir / "metrics.json"}
     _write_atomic(paths["metrics"], json.dumps(metrics, indent=1))
     plots = write_plots(metrics["summary"], curves, run_dir / "plots")

@@ -108,12 +108,26 @@ def stability_lines(summary: Mapping[str, Any]) -> list[str]:
         if not st:
             continue
         verdict = "stable" if st["within_tolerance"] else "not stable"
-        out.append(
-            f"- {method}: {verdict}: the last {st['window']} meta-iterations average a "
-            f"{st['score'].replace('_', ' ')} of {_fmt(st['final'])}; the best window "
-            f"(ending at iteration {st['best_at_iteration']}) averaged {_fmt(st['best'])} "
-            f"(gap {_fmt(st['gap'], 3)}, tolerance {st['tolerance']})."
+        window = (
+            f"the best training window ({st['window']} meta-iterations of "
+            f"{st['score'].replace('_', ' ')}) ended at iteration {st['best_at_iteration']} "
+            f"of {st['final_iteration']}"
         )
+        if st["measure"] == "heldout":
+            stderr = st.get("gap_stderr")
+            measured = (
+                f"adapted once on the held-out tasks ({st['n_pairs']} paired runs), the final "
+                f"checkpoint scores {_fmt(st['final'])} and that best one {_fmt(st['best'])} "
+                f"(gap {_fmt(st['gap'], 3)}"
+                + (f" +- {_fmt(stderr, 3)}" if stderr is not None else "")
+                + f", tolerance {st['tolerance']})"
+            )
+        else:
+            measured = (
+                f"the last window averages {_fmt(st['final'])} against its {_fmt(st['best'])} "
+                f"(gap {_fmt(st['gap'], 3)}, tolerance {st['tolerance']})"
+            )
+        out.append(f"- {method}: {verdict}: {window}; {measured}.")
     return out
 
 

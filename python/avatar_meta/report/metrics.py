@@ -178,7 +178,9 @@ def _mean(xs: Sequence[float | None]) -> float | None:
 
 
 def _summarise(
-    entries: Sequence[Mapping[str, Any]], curve: Sequence[Mapping[str, Any]] | None
+    entries: Sequence[Mapping[str, Any]],
+    curve: Sequence[Mapping[str, Any]] | None,
+    checkpoint_scores: Sequence[tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
     """Mean scores and returns of one method's entries (null when it has none)."""
     n_steps = max((len(e["normalised_score_by_step"]) for e in entries), default=0)
@@ -210,43 +212,89 @@ def _summarise(
     if curve:
         out["training_env_steps"] = int(curve[-1].get("env_steps", 0))
         out["training_wall_s"] = float(curve[-1].get("wall_s", 0.0))
-        out["stability"] = stability(curve)
+        out["stability"] = stability(curve, checkpoint_scores)
     return out
 
 
 STABILITY_WINDOW = 5
 STABILITY_TOLERANCE = 0.03
+BEST_SUFFIX = "@best"
+"""Checkpoint records of the best training window carry method `<algorithm>@best`."""
 
 
-def stability(curve: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """Is the final meta-policy as good as the best one seen during training?
-
-    Uses the training curve's normalised score after adaptation (`post_score`, or `pre_score`
+def training_windows(curve: Sequence[Mapping[str, Any]]) -> tuple[str, int, np.ndarray] | None:
+    """The training curve's normalised score after adaptation (`post_score`, or `pre_score`
     for Reptile), averaged over STABILITY_WINDOW iterations because one meta-batch is a noisy
-    sample: `final` = the last window, `best` = the best window, and `within_tolerance` says
-    whether final >= best - STABILITY_TOLERANCE. None when the curve carries no scores."""
+    sample: (score key, window w, smooth) where smooth[j] averages scored iterations
+    j+1 .. j+w. None when the curve carries no scores."""
     key = "post_score" if any("post_score" in e for e in curve) else "pre_score"
     scores = np.array([float(e[key]) for e in curve if key in e], dtype=np.float64)
     if len(scores) == 0:
         return None
     w = min(STABILITY_WINDOW, len(scores))
-    smooth = np.convolve(scores, np.ones(w) / w, mode="valid")
-    best, final = float(smooth.max()), float(smooth[-1])
-    return {
+    return key, w, np.convolve(scores, np.ones(w) / w, mode="valid")
+
+
+def is_best_window(curve: Sequence[Mapping[str, Any]]) -> bool:
+    """Does the curve's latest window score at least as well as every earlier one? (The
+    meta-loop keeps that iteration's checkpoint as the best.)"""
+    windows = training_windows(curve)
+    return windows is not None and bool(windows[2][-1] >= windows[2].max())
+
+
+def stability(
+    curve: Sequence[Mapping[str, Any]],
+    checkpoint_scores: Sequence[tuple[float, float]] | None = None,
+) -> dict[str, Any] | None:
+    """Is the final meta-policy as good as the best one seen during training?
+
+    The best checkpoint is the one that ended the best training window (`training_windows`).
+    With `checkpoint_scores` [(final, best)] (one-step normalised scores of both checkpoints
+    on the same held-out task and seed, `evaluate.stability_records`) the verdict compares
+    their held-out means, with the paired standard error of the gap; without them it falls
+    back to the training windows (`final` = the last window). `within_tolerance`: final >=
+    best - STABILITY_TOLERANCE. None when the curve carries no scores."""
+    windows = training_windows(curve)
+    if windows is None:
+        return None
+    key, w, smooth = windows
+    train_best, train_final = float(smooth.max()), float(smooth[-1])
+    out: dict[str, Any] = {
         "score": key,
         "window": w,
-        "best": best,
         "best_at_iteration": int(np.argmax(smooth)) + w,
-        "final": final,
-        "gap": best - final,
+        "final_iteration": len(curve),
+        "training_best": train_best,
+        "training_final": train_final,
         "tolerance": STABILITY_TOLERANCE,
-        "within_tolerance": bool(best - final <= STABILITY_TOLERANCE),
     }
+    pairs = np.array(checkpoint_scores or [], dtype=np.float64).reshape(-1, 2)
+    if len(pairs):
+        final, best = pairs.mean(axis=0)
+        diff = pairs[:, 1] - pairs[:, 0]
+        stderr = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else None
+        out.update(measure="heldout", n_pairs=len(pairs), gap_stderr=stderr)
+    else:
+        final, best = train_final, train_best
+        out["measure"] = "training_window"
+    out.update(
+        final=float(final),
+        best=float(best),
+        gap=float(best - final),
+        within_tolerance=bool(best - final <= STABILITY_TOLERANCE),
+    )
+    return out
 
 
-def summary(entries: Sequence[Mapping[str, Any]], curves: Curves | None = None) -> dict[str, Any]:
-    """`methods.<m>` and `families.<family>.<m>` summaries, plus the best meta-learner."""
+def summary(
+    entries: Sequence[Mapping[str, Any]],
+    curves: Curves | None = None,
+    checkpoint_scores: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+) -> dict[str, Any]:
+    """`methods.<m>` and `families.<family>.<m>` summaries, plus the best meta-learner.
+    `checkpoint_scores`: method -> paired (final, best) held-out scores for `stability`."""
     curves = curves or {}
+    checkpoint_scores = checkpoint_scores or {}
     by_method: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     by_family: dict[str, dict[str, list[Mapping[str, Any]]]] = defaultdict(
         lambda: defaultdict(list)
@@ -256,7 +304,10 @@ def summary(entries: Sequence[Mapping[str, Any]], curves: Curves | None = None) 
         by_family[e["family"]][e["method"]].append(e)
     methods = list(REQUIRED_METHODS) + sorted(set(by_method) - set(REQUIRED_METHODS))
     return {
-        "methods": {m: _summarise(by_method.get(m, []), curves.get(m)) for m in methods},
+        "methods": {
+            m: _summarise(by_method.get(m, []), curves.get(m), checkpoint_scores.get(m))
+            for m in methods
+        },
         "families": {
             fam: {m: _summarise(fm.get(m, []), None) for m in methods}
             for fam, fm in sorted(by_family.items())
@@ -303,18 +354,46 @@ def oracle_validation(records: Sequence[Record], min_ratio: float = 0.98) -> dic
     return out
 
 
+def paired_checkpoint_scores(
+    checkpoint_records: Sequence[Record], records: Sequence[Record]
+) -> dict[str, list[tuple[float, float]]]:
+    """method -> [(final, best)] one-step normalised scores from stability records: the k-th
+    `<m>` record of a task pairs with the k-th `<m>@best` record of that task (same seed).
+    References (random, oracle) come from `records`; pairs without them are dropped."""
+    refs = _references(records)
+    queues: dict[tuple[str, str], list[float | None]] = defaultdict(list)
+    for r in checkpoint_records:
+        lo, hi = refs.get(r["task_id"], (None, None))
+        queues[(r["method"], r["task_id"])].append(
+            score(_step(r["return_by_step"], ONE_STEP), lo, hi)
+        )
+    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for (method, task_id), finals in queues.items():
+        if method.endswith(BEST_SUFFIX):
+            continue
+        bests = queues.get((method + BEST_SUFFIX, task_id), [])
+        out[method] += [
+            (f, b) for f, b in zip(finals, bests, strict=False) if f is not None and b is not None
+        ]
+    return dict(out)
+
+
 def build_metrics(
     records: Sequence[Record],
     training_curves: Curves | None = None,
     versions: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
+    checkpoint_records: Sequence[Record] | None = None,
 ) -> dict[str, Any]:
-    """The whole metrics.json document."""
+    """The whole metrics.json document. `checkpoint_records` (final and best checkpoints
+    adapted on the held-out tasks, `training.evaluate.stability_records`) feed each
+    meta-learner's `stability`; they are not held-out entries."""
     full = with_pre_adapt(records)
     entries = heldout_entries(full)
+    pairs = paired_checkpoint_scores(checkpoint_records or [], records)
     out: dict[str, Any] = {
         "heldout": entries,
-        "summary": summary(entries, training_curves),
+        "summary": summary(entries, training_curves, pairs),
         "oracle_validation": oracle_validation(full),
         "versions": versions_now(versions),
     }

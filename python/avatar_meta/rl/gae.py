@@ -11,6 +11,10 @@ Episode ends (ML-Agents semantics):
   episode's last observation (the world reports it as `terminal_obs`). Treating a timeout as
   terminal biases values towards 0 near the limit. `interrupted` implies `dones`.
 
+`gae` builds its output without in-place writes, so autograd and `torch.func` can
+differentiate it with respect to gamma and lambda passed as 0-d tensors (meta-gradient RL,
+`meta.metagrad`, learns them).
+
 Reference: Schulman et al. 2016, "High-Dimensional Continuous Control Using Generalized
 Advantage Estimation".
 """
@@ -50,10 +54,11 @@ def gae(
     last_value: Tensor,
     interrupted: Tensor | None = None,
     terminal_values: Tensor | None = None,
-    gamma: float = 0.99,
-    lam: float = 0.95,
+    gamma: float | Tensor = 0.99,
+    lam: float | Tensor = 0.95,
 ) -> tuple[Tensor, Tensor]:
-    """Generalised advantage estimates and lambda-returns, both [..., T].
+    """Generalised advantage estimates and lambda-returns, both [..., T] (differentiable in
+    gamma and lam when they are tensors).
 
     delta_t = r_t + gamma * V_next_t - V(s_t)            (V_next from `bootstrap_values`)
     A_t     = delta_t + gamma * lam * (1 - done_t) * A_{t+1}
@@ -65,11 +70,12 @@ def gae(
     nxt = bootstrap_values(values, done, last_value, interrupted, terminal_values)
     deltas = rewards + gamma * nxt - values
     carry = (1.0 - done.to(values.dtype)) * (gamma * lam)
-    adv = torch.zeros_like(values)
     acc = torch.zeros_like(values[..., 0])
+    backwards: list[Tensor] = []
     for t in range(values.shape[-1] - 1, -1, -1):
         acc = deltas[..., t] + carry[..., t] * acc
-        adv[..., t] = acc
+        backwards.append(acc)
+    adv = torch.stack(backwards[::-1], dim=-1)
     return adv, adv + values
 
 

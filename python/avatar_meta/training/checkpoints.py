@@ -11,6 +11,7 @@ the training curve: enough to continue exactly at the next meta-iteration.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,12 @@ def checkpoint_path(run_dir: Path, algorithm: str) -> Path:
     return run_dir / "checkpoints" / f"{algorithm}.pt"
 
 
+def best_checkpoint_path(run_dir: Path, algorithm: str) -> Path:
+    """The checkpoint that ended the best training window (`report.metrics.is_best_window`),
+    kept for the stability check."""
+    return run_dir / "checkpoints" / f"{algorithm}.best.pt"
+
+
 def save_checkpoint(state: MetaState, path: Path, config: RunConfig) -> None:
     """Atomic: write `<path>.tmp`, fsync, then os.replace over the previous checkpoint.
 
@@ -116,6 +123,16 @@ def save_checkpoint(state: MetaState, path: Path, config: RunConfig) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def copy_checkpoint(source: Path, target: Path) -> None:
+    """Atomic copy (tmp file, fsync, os.replace), like `save_checkpoint`."""
+    tmp = target.with_name(target.name + ".tmp")
+    with open(source, "rb") as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, target)
 
 
 def _detach(params: Params) -> Params:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -152,9 +153,27 @@ def evaluate_checkpoint(
     adapted_out: dict[str, Params] | None = None,
 ) -> list[HeldoutRecord]:
     """Load `checkpoints/<algorithm>.pt` and evaluate it on `tasks` (see `evaluate_tasks`)."""
-    from avatar_meta.training.checkpoints import checkpoint_path, load_checkpoint, policy_key
+    from avatar_meta.training.checkpoints import checkpoint_path, load_checkpoint
 
     ck = load_checkpoint(checkpoint_path(run_dir, algorithm))
+    return evaluate_loaded(
+        ck, algorithm, algorithm, config, env, tasks, config.env.seed + 1000, adapted_out
+    )
+
+
+def evaluate_loaded(
+    ck: dict[str, Any],
+    algorithm: str,
+    method: str,
+    config: RunConfig,
+    env: TaskEnv,
+    tasks: Sequence[Task],
+    seed: int,
+    adapted_out: dict[str, Params] | None = None,
+) -> list[HeldoutRecord]:
+    """Evaluate a loaded checkpoint of `algorithm` on `tasks`; records carry `method`."""
+    from avatar_meta.training.checkpoints import policy_key
+
     policy = Policy(config.policy_spec())
     by_key: dict[str, Params] = ck["params_by_key"]
     lrs_by_key = ck.get("metasgd_lrs_by_key") or {}
@@ -178,10 +197,41 @@ def evaluate_checkpoint(
         grouped_adapt_fn(fns, keys),
         tasks,
         config,
-        algorithm,
-        seed=config.env.seed + 1000,
+        method,
+        seed=seed,
         adapted_out=adapted_out,
     )
+
+
+def stability_records(
+    algorithm: str, config: RunConfig, env: TaskEnv, run_dir: Path, tasks: Sequence[Task]
+) -> list[HeldoutRecord]:
+    """The stability check's evidence: the final checkpoint (method `<algorithm>`) and the
+    best one (`<algorithm>@best`, `checkpoints/<algorithm>.best.pt`) each adapted once on
+    every task, `eval.stability_repeats` times, with the same seeds for both, so
+    `report.metrics.paired_checkpoint_scores` can pair them. Empty when the check is off or
+    the final checkpoint is the best one (the gap is then 0 by construction)."""
+    from avatar_meta.report.metrics import BEST_SUFFIX
+    from avatar_meta.training.checkpoints import (
+        best_checkpoint_path,
+        checkpoint_path,
+        load_checkpoint,
+    )
+
+    best_path = best_checkpoint_path(run_dir, algorithm)
+    repeats = config.eval.stability_repeats
+    if repeats == 0 or not best_path.exists():
+        return []
+    final, best = load_checkpoint(checkpoint_path(run_dir, algorithm)), load_checkpoint(best_path)
+    if best["iteration"] == final["iteration"]:
+        return []
+    one_step = replace(config, eval=replace(config.eval, adaptation_steps=1))
+    repeated = list(tasks) * repeats
+    seed = config.env.seed + 2000
+    return [
+        *evaluate_loaded(final, algorithm, algorithm, one_step, env, repeated, seed),
+        *evaluate_loaded(best, algorithm, algorithm + BEST_SUFFIX, one_step, env, repeated, seed),
+    ]
 
 
 def summarise(records: Sequence[HeldoutRecord]) -> dict[str, dict[str, list[float]]]:

@@ -9,7 +9,12 @@ Per meta-iteration:
      PPO-clip epochs through the inner step (Finn et al. 2017; Li et al. 2017); Reptile moves
      towards the parameters k PPO-SGD steps reach (Nichol et al. 2018);
   6. fold the iteration's observations into the normalisation statistics;
-  7. log (TensorBoard, progress bar) and checkpoint atomically (tmp file + os.replace).
+  7. log (TensorBoard, progress bar) and checkpoint atomically (tmp file + os.replace); the
+     checkpoint that ends the best window of the training curve is also kept as
+     `<algorithm>.best.pt` for the stability check.
+
+The outer learning rate follows a cosine from `outer_lr` to `outer_lr * outer_lr_final_scale`
+over the run (by iterations or by the time budget, whichever is further along).
 
 Per-family meta-policies (`meta.per_family`, the default): the meta-parameters are one
 initialisation per scenario family, keyed by family name (`SHARED_KEY` when off). The
@@ -57,12 +62,15 @@ from avatar_meta.meta import (
     TaskBatch,
     policy_losses,
 )
+from avatar_meta.report.metrics import is_best_window
 from avatar_meta.rl import Buffers, Params, Policy, PPOConfig, update_obs_stats
 from avatar_meta.rl.losses import GuidedBatch, RLBatch, make_guided_loss, make_ppo_loss
 from avatar_meta.training.checkpoints import (
     SHARED_KEY,
     MetaState,
+    best_checkpoint_path,
     checkpoint_path,
+    copy_checkpoint,
     load_checkpoint,
     policy_key,
     policy_keys,
@@ -98,9 +106,11 @@ def init_state(algorithm: str, config: RunConfig, policy: Policy) -> MetaState:
             meta_params[key] = sgd
         else:
             meta_params[key] = leaf
-    groups: list[dict[str, Any]] = [{"params": weights, "lr": m.outer_lr}]
+    # base_lr: the group's rate before annealing (`anneal_outer_lr`), saved with Adam's state
+    groups: list[dict[str, Any]] = [{"params": weights, "lr": m.outer_lr, "base_lr": m.outer_lr}]
     if step_sizes:
-        groups.append({"params": step_sizes, "lr": m.outer_lr * m.metasgd_lr_scale})
+        lr = m.outer_lr * m.metasgd_lr_scale
+        groups.append({"params": step_sizes, "lr": lr, "base_lr": lr})
     optimizer = torch.optim.Adam(groups, eps=1e-5)
     generator = torch.Generator().manual_seed(seed)
     return MetaState(
@@ -320,6 +330,16 @@ def task_minibatches(
     ]
 
 
+def anneal_outer_lr(optimizer: torch.optim.Optimizer, progress: float, final_scale: float) -> float:
+    """Set every group's rate to base_lr x a cosine from 1 (progress 0) to `final_scale`
+    (progress >= 1); returns the factor."""
+    p = min(max(progress, 0.0), 1.0)
+    factor = final_scale + (1.0 - final_scale) * 0.5 * (1.0 + math.cos(math.pi * p))
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+    return factor
+
+
 def _clip_per_key(params: dict[str, Any], groups: dict[str, torch.Tensor], limit: float) -> float:
     """Clip each meta-policy's gradient to `limit` on its own (one family's large returns
     must not shrink another's step); returns the largest norm before clipping."""
@@ -350,13 +370,20 @@ def train_algorithm(
     resume: bool = False,
     writer: Any = None,
     progress: Any = None,
+    deadline: float | None = None,
+    reserve_env_steps: int = 0,
 ) -> MetaState:
     """Meta-train one algorithm to `meta_iterations` or `time_budget_s`, checkpointing every
-    iteration into `run_dir/checkpoints/<algorithm>.pt`; returns the final state."""
+    iteration into `run_dir/checkpoints/<algorithm>.pt`; returns the final state.
+
+    `deadline` (a `time.perf_counter()` value, from `meta.job_budget_s`) shortens the time
+    budget so that training, then `reserve_env_steps` more env steps at the throughput
+    measured so far (the evaluation's), end by then."""
     m = config.meta
     policy = Policy(config.policy_spec())
     dist = config.task_distribution()
     path = checkpoint_path(run_dir, algorithm)
+    best_path = best_checkpoint_path(run_dir, algorithm)
     if resume and path.exists():
         state = restore_state(algorithm, config, policy, path)
         logger.info("%s: resuming after meta-iteration %d", algorithm, state.iteration)
@@ -373,10 +400,14 @@ def train_algorithm(
         progress.update(task_bar, completed=state.iteration)
     started = time.perf_counter() - state.env_seconds - state.learn_seconds
     while not state.finished:
-        if state.iteration >= m.meta_iterations or time.perf_counter() - started > m.time_budget_s:
+        elapsed = time.perf_counter() - started
+        budget = time_budget(state, m.time_budget_s, elapsed, deadline, reserve_env_steps)
+        if state.iteration >= m.meta_iterations or elapsed > budget:
             state.finished = True
             save_checkpoint(state, path, config)
             break
+        progress_done = max(state.iteration / m.meta_iterations, elapsed / budget)
+        lr_factor = anneal_outer_lr(state.optimizer, progress_done, m.outer_lr_final_scale)
         # 1. meta-batch -------------------------------------------------------------------
         tasks = dist.sample_train(state.np_rng, m.meta_batch_size)
         keys = [policy_key(config, t.family) for t in tasks]
@@ -389,7 +420,7 @@ def train_algorithm(
         support = rollouts_to_tasks(support_roll, m.gamma, m.gae_lambda)
         learner = build_learner(algorithm, config, policy, state.buffers)
         rows = all_obs(support_roll)
-        log: dict[str, float] = {}
+        log: dict[str, float] = {"outer_lr_factor": lr_factor}
         learn_s = 0.0
         if algorithm == "reptile":
             # 5'. Reptile: gradient of 0.5||theta - phi||^2 is theta - mean phi; Adam steps it.
@@ -470,11 +501,30 @@ def train_algorithm(
         state.curve.append(entry)
         _tensorboard(writer, algorithm, state, entry, tasks, pre, post)
         save_checkpoint(state, path, config)
+        if is_best_window(state.curve):
+            copy_checkpoint(path, best_path)
         if progress is not None:
             progress.update(task_bar, completed=state.iteration)
     if progress is not None:  # a time-budget stop ends the bar where training ended
         progress.update(task_bar, total=state.iteration, completed=state.iteration)
     return state
+
+
+def time_budget(
+    state: MetaState,
+    budget_s: float,
+    elapsed: float,
+    deadline: float | None,
+    reserve_env_steps: int,
+) -> float:
+    """The seconds of training this run may take in all: `budget_s`, or less when the job
+    must end by `deadline` after `reserve_env_steps` more env steps (timed at this run's
+    env throughput; before the first iteration there is none and nothing is reserved)."""
+    if deadline is None:
+        return budget_s
+    rate = state.env_steps / state.env_seconds if state.env_seconds > 0 else math.inf
+    left = deadline - time.perf_counter() - reserve_env_steps / rate
+    return max(min(budget_s, elapsed + left), 1e-6)
 
 
 def _curve_entry(

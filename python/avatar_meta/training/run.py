@@ -8,11 +8,14 @@ Run folder `results/<run-id>/` (design section 8), mlagents-learn semantics:
   that had finished are not retrained) and redoes evaluation, baselines and report.
 
 Flow: resolved `config.yaml` -> meta-train each configured algorithm (checkpoint every
-iteration) -> held-out evaluation of each -> the first one's adapted policies streamed into
-the world over the PolicyChannel (`training.streaming`) -> baselines on the same held-out tasks ->
-`report.write_report` (metrics.json, report.md, plots). Records are also kept as
+iteration) -> held-out evaluation of each, and the stability check -> the first one's adapted
+policies streamed into the world over the PolicyChannel (`training.streaming`) -> baselines on
+the same held-out tasks -> `report.write_report` (metrics.json, report.md, plots). With a job
+budget (`meta.job_budget_s`) the baselines run first and meta-training gets the time they
+leave. Records are also kept as
 `heldout_meta.json` and `heldout_baselines.json` so `avatar-meta evaluate` can redo the
-meta-learners' part alone.
+meta-learners' part alone; `heldout_stability.json` holds the stability check's final-vs-best
+checkpoint records (`training.evaluate.stability_records`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ BASELINE_RECORDS = "heldout_baselines.json"
 CURVES = "training_curves.json"
 TIMING = "timing.json"
 STREAMING = "streaming.json"
+STABILITY_RECORDS = "heldout_stability.json"
 
 
 class RunExistsError(RuntimeError):
@@ -100,6 +104,11 @@ def _progress(config: RunConfig) -> Any:
     )
 
 
+REPORT_RESERVE_S = 20.0
+"""Seconds a job budget (`meta.job_budget_s`) keeps for streaming, export and the report
+(5-10 s measured on the demo)."""
+
+
 def train(config: RunConfig, run_id: str, *, resume: bool = False, force: bool = False) -> Path:
     """The whole job; returns the run folder."""
     from avatar_meta.training.evaluate import evaluate_checkpoint, summarise
@@ -113,6 +122,13 @@ def train(config: RunConfig, run_id: str, *, resume: bool = False, force: bool =
     timing: dict[str, Any] = {}
     curves: dict[str, list[dict[str, float]]] = {}
     heldout = config.task_distribution().heldout()
+    algorithms = config.meta.algorithms
+    deadline = None
+    baselines = None
+    if config.meta.job_budget_s is not None:  # baselines first: meta-training gets the rest
+        deadline = t0 + config.meta.job_budget_s - REPORT_RESERVE_S
+        baselines = run_baselines(config, run_dir, heldout)
+        timing["baselines_s"] = time.perf_counter() - t0
     keys = ensure_keys(run_dir)
     env = make_env(
         config,
@@ -122,9 +138,21 @@ def train(config: RunConfig, run_id: str, *, resume: bool = False, force: bool =
     writer = _writer(config, run_dir)
     try:
         with _progress(config) as progress:
-            for algo in config.meta.algorithms:
+            for i, algo in enumerate(algorithms):
+                share = None  # an equal share of what is left for each algorithm still to train
+                if deadline is not None:
+                    now = time.perf_counter()
+                    share = now + (deadline - now) / (len(algorithms) - i)
                 state = train_algorithm(
-                    algo, config, env, run_dir, resume=resume, writer=writer, progress=progress
+                    algo,
+                    config,
+                    env,
+                    run_dir,
+                    resume=resume,
+                    writer=writer,
+                    progress=progress,
+                    deadline=share,
+                    reserve_env_steps=evaluation_env_steps(config),
                 )
                 curves[algo] = state.curve
                 timing[algo] = {
@@ -137,9 +165,12 @@ def train(config: RunConfig, run_id: str, *, resume: bool = False, force: bool =
         t_eval = time.perf_counter()
         records: list[HeldoutRecord] = []
         adapted: dict[str, Any] = {}
-        for algo in config.meta.algorithms:
+        for algo in algorithms:
             records += evaluate_checkpoint(algo, config, env, run_dir, heldout, adapted)
         timing["evaluation_s"] = time.perf_counter() - t_eval
+        t_check = time.perf_counter()
+        check_stability(config, env, run_dir, heldout)
+        timing["stability_s"] = time.perf_counter() - t_check
         streaming = stream_first_algorithm(env, config, run_dir, heldout, adapted)
     finally:
         env.close()
@@ -148,15 +179,39 @@ def train(config: RunConfig, run_id: str, *, resume: bool = False, force: bool =
     save_records(records, run_dir / META_RECORDS)
     (run_dir / CURVES).write_text(json.dumps(curves))
     logger.info("held-out returns by step: %s", json.dumps(summarise(records)))
-    t_base = time.perf_counter()
-    base_records, base_curves, validation = run_baselines(config, run_dir, heldout)
-    timing["baselines_s"] = time.perf_counter() - t_base
+    if baselines is None:
+        t_base = time.perf_counter()
+        baselines = run_baselines(config, run_dir, heldout)
+        timing["baselines_s"] = time.perf_counter() - t_base
+    base_records, base_curves, validation = baselines
     timing["total_s"] = time.perf_counter() - t0
     (run_dir / TIMING).write_text(json.dumps(timing, indent=1))
     (run_dir / STREAMING).write_text(json.dumps(streaming, indent=1))
     export_meta_policy(run_dir, records, config)
     finish_report(run_dir, records + base_records, {**curves, **base_curves}, config, validation)
     return run_dir
+
+
+def evaluation_env_steps(config: RunConfig) -> int:
+    """Upper bound on the env steps of one meta-learner's held-out evaluation and stability
+    check (every episode at the step limit): what a job budget reserves per algorithm."""
+    ev = config.eval
+    episodes = config.tasks.n_heldout * ev.episodes_per_step
+    rounds = ev.adaptation_steps + 1 + 2 * 2 * ev.stability_repeats  # stability: 2 ckpts x 2
+    return episodes * rounds * contract.MAX_EPISODE_STEPS
+
+
+def check_stability(config: RunConfig, env: Any, run_dir: Path, heldout: list[Any]) -> None:
+    """Write `heldout_stability.json`: every algorithm's final and best checkpoints adapted
+    on the held-out tasks (`training.evaluate.stability_records`), read by `finish_report`."""
+    from avatar_meta.training.checkpoints import checkpoint_path
+    from avatar_meta.training.evaluate import stability_records
+
+    checks: list[HeldoutRecord] = []
+    for algo in config.meta.algorithms:
+        if checkpoint_path(run_dir, algo).exists():
+            checks += stability_records(algo, config, env, run_dir, heldout)
+    save_records(checks, run_dir / STABILITY_RECORDS)
 
 
 def ensure_keys(run_dir: Path) -> Path:
@@ -293,7 +348,10 @@ def finish_report(
         extra["streaming"] = json.loads((run_dir / STREAMING).read_text())
     if validation:
         extra["oracle_validation"] = validation
-    paths = write_report(run_dir, records, curves, config, _versions(), extra)
+    checks = (
+        load_records(run_dir / STABILITY_RECORDS) if (run_dir / STABILITY_RECORDS).exists() else []
+    )
+    paths = write_report(run_dir, records, curves, config, _versions(), extra, checks)
     return Path(paths["report"])
 
 
@@ -330,6 +388,7 @@ def evaluate_run(results_dir: str | Path, run_id: str) -> Path:
     env = make_env(config, log_folder=str((run_dir / "logs").resolve()))
     try:
         records = [r for a in algos for r in evaluate_checkpoint(a, config, env, run_dir, heldout)]
+        check_stability(config, env, run_dir, heldout)
     finally:
         env.close()
     save_records(records, run_dir / META_RECORDS)
