@@ -106,7 +106,7 @@ def init_state(algorithm: str, config: RunConfig, policy: Policy) -> MetaState:
             meta_params[key] = sgd
         else:
             meta_params[key] = leaf
-    # base_lr: the group's rate before annealing (`anneal_outer_lr`), saved with Adam's state
+    # base_lr: the group's rate before annealing (`anneal_outer_lr`)
     groups: list[dict[str, Any]] = [{"params": weights, "lr": m.outer_lr, "base_lr": m.outer_lr}]
     if step_sizes:
         lr = m.outer_lr * m.metasgd_lr_scale
@@ -142,7 +142,10 @@ def restore_state(algorithm: str, config: RunConfig, policy: Policy, path: Path)
                 for d, saved in zip(params.lrs, ck["metasgd_lrs_by_key"][key], strict=True):
                     for k in d:
                         d[k].copy_(saved[k])
+    bases = [group["base_lr"] for group in state.optimizer.param_groups]
     state.optimizer.load_state_dict(ck["optimizer"])
+    for group, base in zip(state.optimizer.param_groups, bases, strict=True):
+        group["base_lr"] = base  # this config's outer_lr (and older checkpoints lack it)
     state.buffers = ck["buffers"]
     state.np_rng.bit_generator.state = ck["np_rng"]
     state.generator.set_state(ck["torch_generator"])
@@ -518,11 +521,15 @@ def time_budget(
     reserve_env_steps: int,
 ) -> float:
     """The seconds of training this run may take in all: `budget_s`, or less when the job
-    must end by `deadline` after `reserve_env_steps` more env steps (timed at this run's
-    env throughput; before the first iteration there is none and nothing is reserved)."""
+    must end by `deadline` after `reserve_env_steps` more env steps, timed at the env
+    throughput of this run's meta-iterations (from the second on, so pretraining steps do
+    not count; until then nothing is reserved)."""
     if deadline is None:
         return budget_s
-    rate = state.env_steps / state.env_seconds if state.env_seconds > 0 else math.inf
+    rate = math.inf
+    if len(state.curve) >= 2:
+        first, last = state.curve[0], state.curve[-1]
+        rate = (last["env_steps"] - first["env_steps"]) / max(last["env_s"] - first["env_s"], 1e-9)
     left = deadline - time.perf_counter() - reserve_env_steps / rate
     return max(min(budget_s, elapsed + left), 1e-6)
 
