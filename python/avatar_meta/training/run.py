@@ -12,10 +12,9 @@ iteration) -> held-out evaluation of each, and the stability check -> the first 
 policies streamed into the world over the PolicyChannel (`training.streaming`) -> baselines on
 the same held-out tasks -> `report.write_report` (metrics.json, report.md, plots). With a job
 budget (`meta.job_budget_s`) the baselines run first and meta-training gets the time they
-leave. Records are also kept as
-`heldout_meta.json` and `heldout_baselines.json` so `avatar-meta evaluate` can redo the
-meta-learners' part alone; `heldout_stability.json` holds the stability check's final-vs-best
-checkpoint records (`training.evaluate.stability_records`).
+leave. Records are also kept as `heldout_meta.json` and `heldout_baselines.json` so
+`avatar-meta evaluate` can redo the meta-learners' part alone; `heldout_stability.json` holds
+the stability check's final-vs-best checkpoint records (`training.evaluate.stability_records`).
 """
 
 from __future__ import annotations
