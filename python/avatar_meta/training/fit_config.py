@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from avatar_meta.config import ConfigError, build_dataclass
+from avatar_meta.typed_config import ConfigError, build_dataclass
 
 RL_LOOP_LEARNERS = ("maml", "fomaml", "reptile", "metasgd")
 """Learners trained by `avatar-meta train` (meta.algorithms), not by `fit`."""
