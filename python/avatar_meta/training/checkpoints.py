@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -116,23 +117,25 @@ def save_checkpoint(state: MetaState, path: Path, config: RunConfig) -> None:
         "curve": state.curve,
         "config": config.to_dict(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    _write_atomic(path, lambda fh: torch.save(payload, fh))
 
 
 def copy_checkpoint(source: Path, target: Path) -> None:
-    """Atomic copy (tmp file, fsync, os.replace), like `save_checkpoint`."""
-    tmp = target.with_name(target.name + ".tmp")
-    with open(source, "rb") as src, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.replace(tmp, target)
+    """Atomic copy, like `save_checkpoint`."""
+    with open(source, "rb") as src:
+        _write_atomic(target, lambda fh: shutil.copyfileobj(src, fh))
+
+
+def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write` into `<path>.tmp`, fsync, then os.replace over `path`: a reader (or a run
+    killed mid-write) sees the previous complete file or the new one, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def _detach(params: Params) -> Params:
