@@ -82,6 +82,14 @@ def test_overrides_none_keeps_file_value(tmp_path: Path) -> None:
         ({"policy": {"context_size": -1}}, ["policy", "context_size"]),
         ({"meta": {"outer_lr_final_scale": 0}}, ["meta.outer_lr_final_scale", "(0, 1]"]),
         ({"eval": {"stability_repeats": -1}}, ["eval.stability_repeats", "use 0"]),
+        ({"meta": {"algorithms": ["encoder"]}}, ["encoder", "policy.context_size"]),
+        (
+            {
+                "meta": {"algorithms": ["encoder"], "encoder_hidden": 0},
+                "policy": {"context_size": 4},
+            },
+            ["meta.encoder_hidden", "whole number"],
+        ),
     ],
 )
 def test_errors_name_field_and_fix(data: dict, needles: list[str]) -> None:

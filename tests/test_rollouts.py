@@ -200,6 +200,18 @@ def test_collect_groups_uneven_episodes_per_task() -> None:
     assert rollouts[0].length.tolist() == [3, 4] and rollouts[1].length.tolist() == [5, 3]
 
 
+def test_batches_carry_each_step_reward_and_next_observation() -> None:
+    """`rollout_to_batch` (what the task encoder reads): the next observation of a step is
+    the following step's, and the world's terminal observation after an episode's last."""
+    from avatar_meta.training.common import rollout_to_batch
+
+    for r in collect(FakeEnv(), RandomPolicy(0), follow_tasks(1.5, 2.5), 2):
+        batch = rollout_to_batch(r, 0.99, 0.95)
+        assert batch.next_obs.shape == batch.obs.shape
+        assert (batch.next_obs[:, 0] == batch.obs[:, 0] + 1).all()  # obs counts steps
+        assert (batch.reward == r.task.params[0]).all()
+
+
 def test_collect_repeats_round_after_world_failure() -> None:
     env = FakeEnv(fail_at=[2])
     stats = CollectStats()

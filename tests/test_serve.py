@@ -528,3 +528,47 @@ def test_a_context_checkpoint_adapts_only_its_context(tmp_path: Path) -> None:
         torch.testing.assert_close(fast[name], reference[name], rtol=0, atol=1e-6)
     spec, packed, _ = policy_weights.unpack(adapter.pack(fast, version=1, task_id="t"))
     assert spec.context_size == 0 and "actor.context" not in packed
+
+
+def test_an_encoder_checkpoint_infers_the_context_like_held_out_evaluation(
+    tmp_path: Path,
+) -> None:
+    """meta.algorithms [encoder]: the service adapts with the trainer's own encoder step
+    (`make_adapt_fn`), which writes only the task context, and ships the plain MLP."""
+    from avatar_meta.config import config_from_dict
+    from avatar_meta.meta.encoder import init_encoder
+    from avatar_meta.rl import Policy, stack_batches
+    from avatar_meta.training.evaluate import make_adapt_fn
+
+    path = make_checkpoint(tmp_path / "encoder.pt", algorithm="encoder")
+    ck = torch.load(path, weights_only=False)
+    config = config_from_dict(
+        {"policy": {"context_size": 4}, "meta": {"algorithms": ["encoder"], "encoder_hidden": 8}}
+    )
+    policy = Policy(config.policy_spec())
+    params, _ = policy.init(seed=0)
+    encoder = init_encoder(policy.spec, 8)
+    encoder["encoder.out.weight"] = torch.randn(encoder["encoder.out.weight"].shape)
+    ck["params"], ck["config"] = {**params, **encoder}, config.to_dict()
+    torch.save(ck, path)
+    adapter = Adapter(path)
+    assert adapter.algorithm == "encoder"
+    request = svc.AdaptRequest(behavior_name="AvatarAgent", episodes=episodes(3, 60, seed=4))
+    batch = adapter.to_batch(request)
+    first = request.episodes[0]
+    obs = torch.tensor(first.obs).reshape(first.steps, -1)
+    torch.testing.assert_close(batch.reward[: first.steps], torch.tensor(first.rewards))
+    torch.testing.assert_close(batch.next_obs[: first.steps - 1], obs[1:])
+    torch.testing.assert_close(batch.next_obs[first.steps - 1], obs[-1])  # no terminal obs
+    served = adapter.adapt_batch(batch)
+    stacked = {k: v[None] for k, v in adapter.params.items()}
+    trainer = make_adapt_fn("encoder", config, policy, adapter.buffers)(
+        stacked, stack_batches([batch]), 0
+    )
+    for name in params:
+        torch.testing.assert_close(served[name], trainer[name][0], rtol=0, atol=1e-6)
+    assert {k for k in params if not torch.equal(served[k], params[k])} == {"actor.context"}
+    spec, packed, _ = policy_weights.unpack(adapter.pack(served, version=1, task_id="t"))
+    assert spec.context_size == 0 and not any(
+        k.startswith(("encoder.", "actor.ctx")) for k in packed
+    )

@@ -460,3 +460,60 @@ def test_guided_context_training_adapts_only_the_context_and_exports_plain(
         list(contract.DISCRETE_BRANCHES),
     )
     assert problems == []
+
+
+def test_encoder_trains_resumes_adapts_only_the_context_and_exports_plain(
+    tmp_path: Path,
+) -> None:
+    """meta.algorithms [encoder]: the loop trains the task encoder with the policy (its
+    weights are in the checkpoint and move), `--resume` restores them, held-out adaptation
+    writes only `actor.context` among the policy's weights, and the exports are the plain
+    MLP the Sentis contract expects."""
+    from avatar_meta import contract
+    from avatar_meta.envs.rollouts import collect
+    from avatar_meta.export.onnx_contract import check_sentis_contract
+    from avatar_meta.meta.encoder import init_encoder
+    from avatar_meta.rl import Policy
+    from avatar_meta.training.common import per_task_policy_fn, rollouts_to_tasks
+    from avatar_meta.training.evaluate import make_adapt_fn
+    from avatar_meta.training.run import export_meta_policy
+
+    data = {k: dict(v) for k, v in TINY.items()}
+    data["meta"].update(algorithms=["encoder"], outer_loss="ppo+imitation", encoder_hidden=8)
+    data["policy"] = {"context_size": 4}
+    config = config_from_dict(data)
+    env = make_env(config)
+    state = train_algorithm("encoder", config, env, tmp_path)
+    assert state.iteration == 2 and all(math.isfinite(e["meta_loss"]) for e in state.curve)
+    policy = Policy(config.policy_spec())
+    fresh = init_encoder(policy.spec, 8, config.env.seed)
+    init = state.init_params("reach_landmark")
+    assert not torch.equal(init["encoder.out.weight"], fresh["encoder.out.weight"])  # trained
+
+    more = config_from_dict({**data, "meta": {**data["meta"], "meta_iterations": 3}})
+    resumed = train_algorithm("encoder", more, env, tmp_path, resume=True)
+    assert resumed.iteration == 3
+    ck = load_checkpoint(checkpoint_path(tmp_path, "encoder"))
+    assert "encoder.out.weight" in ck["params_by_key"]["follow_visitor"]
+
+    task = config.task_distribution().heldout()[0]
+    stacked = {k: v.detach()[None] for k, v in resumed.init_params(task.family).items()}
+    act = per_task_policy_fn(policy, stacked, resumed.buffers, torch.Generator().manual_seed(0))
+    batch = rollouts_to_tasks(collect(env, act, [task], 1), 0.99, 0.95)
+    adapted = make_adapt_fn("encoder", config, policy, resumed.buffers)(stacked, batch, 0)
+    changed = {k for k in stacked if not torch.equal(adapted[k], stacked[k])}
+    assert changed == {"actor.context"}
+
+    records = evaluate_checkpoint(
+        "encoder", config, env, tmp_path, config.task_distribution().heldout()[:2]
+    )
+    env.close()
+    assert all(len(r["return_by_step"]) == 4 and r["method"] == "encoder" for r in records)
+    export_meta_policy(tmp_path, records, config)
+    problems = check_sentis_contract(
+        tmp_path / f"{contract.BEHAVIOR_NAME}.onnx",
+        [(contract.OBSERVATION_SIZE,)],
+        contract.NUM_CONTINUOUS_ACTIONS,
+        list(contract.DISCRETE_BRANCHES),
+    )
+    assert problems == []

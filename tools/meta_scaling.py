@@ -1,7 +1,7 @@
 """Scaling curve of MAML meta-training (docs/training.md, "Where the learning stands").
 
-usage: python tools/meta_scaling.py NAME '{"meta.outer_lr": 0.01}' CHUNK_S TOTAL_S
-Meta-trains MAML on config/demo.yaml in-process with the given dotted overrides, and after
+usage: python tools/meta_scaling.py NAME '{"meta.outer_lr": 0.01}' CHUNK_S TOTAL_S [ALGORITHM]
+Meta-trains ALGORITHM (default maml) on config/demo.yaml in-process with the given dotted overrides, and after
 every CHUNK_S seconds of meta-training (resuming the same run) evaluates the 24 held-out
 tasks (0..3 adaptation steps); prints one CHUNK line per point and appends it to
 /tmp/exp/long.jsonl. Normalised score = (return - random) / (scripted - random) per task.
@@ -29,11 +29,13 @@ name, over, chunk, total = (
     float(sys.argv[3]),
     float(sys.argv[4]),
 )
+algorithm = sys.argv[5] if len(sys.argv) > 5 else "maml"
 base = {
     "env.inprocess": True,
     "output.progress": False,
     "output.tensorboard": False,
     "meta.meta_iterations": 100000,
+    "meta.algorithms": [algorithm],
 }
 base.update(over)
 run_dir = Path(f"/tmp/exp/{name}")
@@ -49,15 +51,16 @@ budget = chunk
 while budget <= total + 1:
     cfg = load_config(str(DEMO), {**base, "meta.time_budget_s": budget})
     env = make_env(cfg)
-    st = train_algorithm("maml", cfg, env, run_dir, resume=True)
+    st = train_algorithm(algorithm, cfg, env, run_dir, resume=True)
     env.close()
     env = make_env(cfg)
-    recs = evaluate_checkpoint("maml", cfg, env, run_dir, held)
+    recs = evaluate_checkpoint(algorithm, cfg, env, run_dir, held)
     env.close()
     R = np.array([r["return_by_step"] for r in recs])
     N = normalised_score(R, np.array(rnd)[:, None], np.array(scr)[:, None])
     out = {
         "name": name,
+        "algorithm": algorithm,
         "budget_s": budget,
         "iters": st.iteration,
         "env_steps": st.env_steps,

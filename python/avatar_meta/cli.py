@@ -418,7 +418,7 @@ def _add_fit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
             "Train one of the learners that do not run in the meta-RL loop, with its section "
             "of a learners config (see config/learners.yaml), evaluate it on held-out data and "
             "save the model: OUT/<learner>.pt, OUT/metrics.json, OUT/config.yaml. "
-            "maml, fomaml, reptile and metasgd train with `avatar-meta train`."
+            "maml, fomaml, reptile, metasgd and encoder train with `avatar-meta train`."
         ),
     )
     fit.add_argument("learner", metavar="LEARNER", help="one of: " + ", ".join(LEARNERS))

@@ -23,7 +23,7 @@ from typing import Any
 from avatar_meta.tasks import ALL_FAMILIES, TaskDistribution, TaskError
 from avatar_meta.typed_config import ConfigError, build_dataclass
 
-ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
+ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "encoder")
 OUTER_LOSSES = ("ppo", "imitation", "ppo+imitation")
 BASELINE_METHODS = ("random", "oracle", "ppo_scratch", "multitask_finetune")
 MAX_EPISODES_PER_STEP = 20
@@ -101,7 +101,9 @@ class MetaConfig:
     """Meta-training: which algorithms, batch sizes, step sizes, budgets."""
 
     algorithms: list[str] = field(default_factory=lambda: ["maml"])
-    """Meta-learners to train, in order: any of maml, fomaml, reptile, metasgd."""
+    """Meta-learners to train, in order: any of maml, fomaml, reptile, metasgd, encoder
+    (task inference: a learned encoder writes the policy's task context from the support
+    episodes in one forward pass; needs policy.context_size > 0)."""
     meta_batch_size: int = 20
     """Training tasks per meta-iteration (stratified over families); one area each at least."""
     support_episodes: int = 10
@@ -181,6 +183,8 @@ class MetaConfig:
     imitation_gesture_weight: float = 0.3
     """outer_loss imitation: weight of the gesture cross-entropy next to the squared error
     of the continuous actions."""
+    encoder_hidden: int = 64
+    """encoder: width of the task encoder's two hidden layers."""
 
 
 @dataclass
@@ -488,6 +492,12 @@ def validate(c: RunConfig) -> None:
         raise ConfigError(
             "meta.adapt = context needs a context to adapt; set policy.context_size (e.g. 8)"
         )
+    if "encoder" in m.algorithms and c.policy.context_size < 1:
+        raise ConfigError(
+            "meta.algorithms lists encoder, which writes the policy's task context; set "
+            "policy.context_size (e.g. 8)"
+        )
+    _positive(m.encoder_hidden, "meta.encoder_hidden", "use a whole number >= 1, e.g. 64")
     if m.outer_loss not in OUTER_LOSSES:
         raise ConfigError(
             f"meta.outer_loss = {m.outer_loss!r}: use one of {', '.join(OUTER_LOSSES)}"

@@ -13,6 +13,8 @@ DESCRIPTIONS = {
     "fomaml": "first-order MAML: same, without the second-order term",
     "reptile": "Reptile: meta-learned start, adapted with PPO-style steps",
     "metasgd": "Meta-SGD: meta-learned start and per-weight step sizes",
+    "encoder": "task encoder: reads the scenario off the first episodes in one pass (no "
+    "gradient step)",
     "pre_adapt": "the best meta-learner before any adaptation (no experience of the task)",
     "ppo_scratch": "PPO from a fresh policy with the same experience per task",
     "multitask_finetune": "one policy trained on all training scenarios, then fine-tuned like "

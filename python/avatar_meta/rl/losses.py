@@ -37,6 +37,8 @@ class RLBatch(NamedTuple):
     old_log_prob: Tensor  # [N] float, log-prob under the policy that collected the data
     values: Tensor  # [N] float, value estimates at collection time
     weight: Tensor  # [N] float, 1 = real transition, 0 = padding
+    reward: Tensor  # [N] float, the transition's reward (what task inference reads)
+    next_obs: Tensor  # [N, obs_size] float, the observation after the action
 
 
 def make_batch(
@@ -49,8 +51,11 @@ def make_batch(
     old_log_prob: Tensor,
     values: Tensor,
     weight: Tensor | None = None,
+    reward: Tensor | None = None,
+    next_obs: Tensor | None = None,
 ) -> RLBatch:
-    """Build an `RLBatch`, filling `weight` with ones and making `gesture` 2-D."""
+    """Build an `RLBatch`, making `gesture` 2-D. Defaults: `weight` ones, `reward` zeros,
+    `next_obs` = `obs` (for losses that never read them)."""
     if gesture.dim() == obs.dim() - 1:
         gesture = gesture.unsqueeze(-1)
     if weight is None:
@@ -65,6 +70,8 @@ def make_batch(
         old_log_prob,
         values,
         weight,
+        torch.zeros_like(advantages) if reward is None else reward,
+        obs if next_obs is None else next_obs,
     )
 
 

@@ -66,7 +66,7 @@ def resolve_checkpoint(
     run_id: str | None, results_dir: str | Path = "results", checkpoint: str | Path | None = None
 ) -> Path:
     """`--checkpoint PATH` wins; else the first of results/<run-id>/checkpoints/{maml,fomaml,
-    metasgd,reptile}.pt that exists. FileNotFoundError naming what was looked for."""
+    metasgd,reptile,encoder}.pt that exists. FileNotFoundError naming what was looked for."""
     if checkpoint is not None:
         path = Path(checkpoint)
         if not path.is_file():
@@ -75,7 +75,7 @@ def resolve_checkpoint(
     if not run_id:
         raise FileNotFoundError("pass --run-id ID (or --checkpoint PATH)")
     folder = Path(results_dir) / run_id / "checkpoints"
-    for name in ("maml", "fomaml", "metasgd", "reptile"):
+    for name in ("maml", "fomaml", "metasgd", "reptile", "encoder"):
         if (folder / f"{name}.pt").is_file():
             return folder / f"{name}.pt"
     raise FileNotFoundError(f"no checkpoint in {folder} (train the run first)")
@@ -274,6 +274,12 @@ class Adapter:
             inter[i] = ep.interrupted
         valid = np.arange(t_max)[None, :] < lengths[:, None]
         obs_v = torch.from_numpy(obs[valid])  # [M, obs]: valid steps, episode by episode
+        rew_v = torch.from_numpy(rew[valid])
+        # An Episode message has no observation after its last action: the task encoder sees
+        # "no change" there (training uses the world's terminal observation).
+        nxt = np.concatenate([obs[:, 1:], obs[:, -1:]], axis=1)
+        nxt[np.arange(e), lengths - 1] = obs[np.arange(e), lengths - 1]
+        next_v = torch.from_numpy(nxt[valid])
         mask_v, cont_v = torch.from_numpy(mask[valid]), torch.from_numpy(cont[valid])
         gest_v = torch.from_numpy(gest[valid])
         ends = np.cumsum([len(r.episodes) for r in requests])
@@ -310,6 +316,8 @@ class Adapter:
                     ret_v[rows_i],
                     log_prob[rows_i],
                     values_v[rows_i],
+                    reward=rew_v[rows_i],
+                    next_obs=next_v[rows_i],
                 )
             )
         return batches

@@ -152,7 +152,19 @@ def rollout_to_batch(rollout: TaskRollout, gamma: float, lam: float) -> RLBatch:
         ret[v],
         t(rollout.log_prob)[v],
         t(rollout.value)[v],
+        reward=t(rollout.reward)[v],
+        next_obs=t(next_observations(rollout))[v],
     )
+
+
+def next_observations(rollout: TaskRollout) -> np.ndarray:
+    """[E, T, OBS]: the observation after each step (the episode's terminal observation after
+    its last step; zeros on padding)."""
+    nxt = np.zeros_like(rollout.obs)
+    nxt[:, :-1] = rollout.obs[:, 1:]
+    last = rollout.length - 1
+    nxt[np.arange(rollout.num_episodes), last] = rollout.terminal_obs
+    return nxt * rollout.valid[..., None]
 
 
 def rollouts_to_tasks(rollouts: Sequence[TaskRollout], gamma: float, lam: float) -> RLBatch:

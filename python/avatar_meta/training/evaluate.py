@@ -14,7 +14,9 @@ Adaptation rule per algorithm
 - maml, fomaml: one PG step, step size `inner_lr * inner_lr_decay**s`;
 - metasgd: the learned per-parameter step sizes, scaled by `inner_lr_decay**s`;
 - reptile: its own inner optimiser (k PPO-SGD steps on the episodes), which is what its
-  initialisation was trained for.
+  initialisation was trained for;
+- encoder: one forward pass of the task encoder over every episode seen so far (the adapted
+  params carry the pooled statistics) writes the task context.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 from avatar_meta.config import RunConfig
 from avatar_meta.envs.rollouts import CollectStats, TaskEnv, collect
 from avatar_meta.meta.core import map_tasks
+from avatar_meta.meta.encoder import encoder_adapt
 from avatar_meta.meta.reptile import reptile_adapt
 from avatar_meta.rl import Buffers, Params, Policy, make_pg_loss
 from avatar_meta.tasks import Task
@@ -60,6 +63,16 @@ def make_adapt_fn(
     alpha = ev.inner_lr if ev.inner_lr is not None else m.inner_lr
     pg = make_pg_loss(policy, buffers)
     prefix = adapt_prefix(config)
+
+    if algorithm == "encoder":
+        infer = partial(encoder_adapt, policy=policy, buffers=buffers)
+
+        def encoder_fn(stacked: Params, batch: Any, step: int) -> Params:
+            with torch.no_grad():
+                out: Params = map_tasks(infer, (0, 0), m.use_vmap)(stacked, batch)
+            return out
+
+        return encoder_fn
 
     if algorithm == "reptile":
         from avatar_meta.training.meta_loop import build_learner

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import yaml
 
+from avatar_meta.config import ALGORITHMS
 from avatar_meta.typed_config import ConfigError, build_dataclass
 
-RL_LOOP_LEARNERS = ("maml", "fomaml", "reptile", "metasgd")
+RL_LOOP_LEARNERS = ALGORITHMS
 """Learners trained by `avatar-meta train` (meta.algorithms), not by `fit`."""
 
 

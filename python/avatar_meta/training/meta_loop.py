@@ -1,9 +1,11 @@
-"""Meta-training loop for MAML, FOMAML, Meta-SGD and Reptile: one straight flow (CleanRL style).
+"""Meta-training loop for MAML, FOMAML, Meta-SGD, Reptile and the task encoder: one straight
+flow (CleanRL style).
 
 Per meta-iteration:
   1. sample a stratified meta-batch of K training tasks (`TaskDistribution.sample_train`);
   2. collect `support_episodes` per task with its family's meta-policy (one task per area);
-  3. adapt per task: one vanilla-PG step on normalised GAE advantages (vmap over tasks);
+  3. adapt per task: one vanilla-PG step on normalised GAE advantages (vmap over tasks), or
+     for the task encoder one forward pass that writes the task context (`meta.encoder`);
   4. collect `query_episodes` per task with the adapted params (not for Reptile);
   5. outer update with Adam: MAML (second order) / FOMAML / Meta-SGD take `outer_epochs`
      PPO-clip epochs through the inner step (Finn et al. 2017; Li et al. 2017); Reptile moves
@@ -62,6 +64,7 @@ from avatar_meta.meta import (
     TaskBatch,
     policy_losses,
 )
+from avatar_meta.meta.encoder import EncoderConfig, TaskEncoder, init_encoder
 from avatar_meta.report.metrics import is_best_window
 from avatar_meta.rl import Buffers, Params, Policy, PPOConfig, update_obs_stats
 from avatar_meta.rl.losses import GuidedBatch, RLBatch, make_guided_loss, make_ppo_loss
@@ -94,6 +97,8 @@ def init_state(algorithm: str, config: RunConfig, policy: Policy) -> MetaState:
     seed = config.env.seed
     params, buffers = policy.init(seed=seed)
     m = config.meta
+    if algorithm == "encoder":
+        params = {**params, **init_encoder(policy.spec, m.encoder_hidden, seed)}
     meta_params: dict[str, Any] = {}
     weights: list[torch.Tensor] = []
     step_sizes: list[torch.Tensor] = []
@@ -191,6 +196,8 @@ def build_learner(algorithm: str, config: RunConfig, policy: Policy, buffers: Bu
         return MAML(inner, outer, cfg)
     if algorithm == "metasgd":
         return MetaSGD(inner, outer, _metasgd_cfg(config))
+    if algorithm == "encoder":
+        return TaskEncoder(policy, buffers, outer, EncoderConfig(m.encoder_hidden, m.use_vmap))
     if algorithm == "reptile":
         rcfg = ReptileConfig(
             inner_lr=m.reptile_inner_lr,
@@ -229,7 +236,7 @@ def pretrain_meta_params(state: MetaState, config: RunConfig, env: TaskEnv, poli
     with torch.no_grad():  # every meta-policy starts from the multi-task policy
         for params in state.params.values():
             target = params.init if isinstance(params, MetaSGDParams) else params
-            for k in target:
+            for k in agent.params:
                 target[k].copy_(agent.params[k].detach())
     state.buffers = dict(agent.buffers)
     state.env_steps += result.env_steps
