@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avatar_meta.meta import TaskBatch, stack_tasks
+from avatar_meta.meta import TaskBatch, stack_tasks, task_slice
 from avatar_meta.meta.encoder import (
     SEEN_KEYS,
     EncoderConfig,
@@ -152,3 +152,44 @@ def test_meta_training_learns_to_read_a_hidden_value_off_the_support_data() -> N
     ignore_data = float(torch.linspace(-1, 1, 9).var(unbiased=False))  # best constant action
     assert before == pytest.approx(ignore_data, rel=0.3)
     assert after < 0.2 * ignore_data
+
+
+def test_the_supervised_task_loss_is_added_only_where_codes_exist() -> None:
+    """With a guided query carrying task codes, the meta-loss is the outer loss plus
+    task_weight x the decoded-code error; with weight 0 the decoder gets no gradient."""
+    from avatar_meta.meta.encoder import task_code_loss
+    from avatar_meta.rl.losses import GuidedBatch, stack_guided
+
+    params, _ = POLICY.init(seed=0)
+    params = {**params, **init_encoder(SPEC, hidden=8, code_size=5)}
+    params = {k: v.requires_grad_(True) for k, v in params.items()}
+    supports = stack_batches([batch(20, i, float(i)) for i in range(3)])
+    queries = stack_guided(
+        [
+            GuidedBatch(
+                batch(10 + i, 30 + i),
+                torch.zeros(10 + i, 2),
+                torch.zeros(10 + i, 1, dtype=torch.long),
+                torch.full((10 + i, 5), float(i)),
+            )
+            for i in range(3)
+        ]
+    )
+    tasks = TaskBatch(supports, queries)
+
+    def outer(p: dict[str, torch.Tensor], query: GuidedBatch) -> torch.Tensor:
+        return POLICY.forward(p, BUFFERS, query.rl.obs).mean.square().mean()
+
+    plain = TaskEncoder(POLICY, BUFFERS, outer, EncoderConfig(8, 5, task_weight=0.0))
+    weighted = TaskEncoder(POLICY, BUFFERS, outer, EncoderConfig(8, 5, task_weight=2.0))
+    code_losses = [
+        task_code_loss(adapt(params, task_slice(supports, i)), task_slice(queries, i))
+        for i in range(3)
+    ]
+    expected = plain.meta_loss(params, tasks) + 2.0 * torch.stack(code_losses).mean()
+    torch.testing.assert_close(weighted.meta_loss(params, tasks), expected)
+    assert float(expected - plain.meta_loss(params, tasks)) > 0  # codes 0, 1, 2 vs decoded 0
+    grads, _ = plain.meta_grad(params, tasks)
+    assert float(grads["encoder.decode.bias"].abs().sum()) == 0.0
+    grads, _ = weighted.meta_grad(params, tasks)
+    assert float(grads["encoder.decode.bias"].abs().sum()) > 0.0

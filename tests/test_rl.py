@@ -344,7 +344,8 @@ def test_imitation_loss_pulls_the_mean_and_gesture_towards_the_expert() -> None:
     gen = torch.Generator().manual_seed(1)
     expert_cont = torch.rand(64, 2, generator=gen) * 2 - 1
     expert_gesture = torch.zeros(64, 1, dtype=torch.long)  # "none" is never masked
-    batch = GuidedBatch(rl, expert_cont, expert_gesture)
+    no_code = torch.zeros(64, 0)
+    batch = GuidedBatch(rl, expert_cont, expert_gesture, no_code)
 
     def loss(p):  # type: ignore[no-untyped-def]
         return imitation_loss(p, batch, policy=policy, buffers=buffers, vf_coef=0.0)
@@ -366,11 +367,11 @@ def test_imitation_loss_pulls_the_mean_and_gesture_towards_the_expert() -> None:
     assert p_none(p) > max(0.7, p_none(params) + 0.3)
     assert torch.equal(p["actor.log_std"].detach(), params["actor.log_std"])  # noise untouched
     # a masked expert gesture and padding rows do not count
-    masked = GuidedBatch(rl, expert_cont, torch.where(rl.mask[:, 1:2], 1, 0))
+    masked = GuidedBatch(rl, expert_cont, torch.where(rl.mask[:, 1:2], 1, 0), no_code)
     assert rl.mask[:, 1].any()
     assert float(imitation_loss(params, masked, policy=policy, buffers=buffers)) < 1e3
     short = GuidedBatch(
-        RLBatch(*(t[:10] for t in rl)), expert_cont[:10], masked.expert_gesture[:10]
+        RLBatch(*(t[:10] for t in rl)), expert_cont[:10], masked.expert_gesture[:10], no_code[:10]
     )
     stacked = stack_guided([masked, short])
     padded = torch.utils._pytree.tree_map(lambda t: t[1], stacked)
@@ -387,7 +388,9 @@ def test_guided_loss_is_imitation_alone_or_ppo_plus_weighted_imitation() -> None
     policy = Policy(SMALL)
     params, buffers = policy.init(seed=0)
     rl = _toy_batch(policy, params, buffers, n=32)
-    batch = GuidedBatch(rl, torch.zeros(32, 2), torch.zeros(32, 1, dtype=torch.long))
+    batch = GuidedBatch(
+        rl, torch.zeros(32, 2), torch.zeros(32, 1, dtype=torch.long), torch.zeros(32, 0)
+    )
     kw = {"policy": policy, "buffers": buffers}
     alone = guided_loss(params, batch, ppo=None, **kw)
     torch.testing.assert_close(alone, imitation_loss(params, batch, **kw))

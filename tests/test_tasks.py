@@ -236,3 +236,20 @@ def test_send_tasks_bytes_decode_in_the_world() -> None:
     spec = side.task_from_message(message)
     assert spec == wire_spec(task)  # the same float32 rounding as the in-process env
     np.testing.assert_allclose(spec.params + spec.body, task.params + task.body, rtol=1e-6)
+
+
+def test_task_code_one_hots_choices_and_scales_ranges() -> None:
+    """`task_code`: integer parameters one-hot, continuous ones in [-1, 1], the body last;
+    distinct tasks of a family get distinct codes."""
+    from avatar_meta.tasks import TASK_CODE_SIZE, make_task, task_code
+
+    assert 6 + len(contract.BODY_PARAMS) == TASK_CODE_SIZE  # patrol's six routes are the widest
+    greet = make_task("greet_visitor", (2, 2.5), body=(1.0, 4.0, 0.1))
+    code = task_code(greet)
+    assert code.shape == (TASK_CODE_SIZE,) and code.dtype == np.float32
+    assert code[:3].tolist() == [0.0, 1.0, 0.0]  # gesture 2 of 1..3
+    assert code[3] == pytest.approx(1.0)  # comfort distance at the top of 0.8..2.5
+    assert code[4:6].tolist() == [0.0, 0.0]  # padding up to the widest family
+    assert code[-3:] == pytest.approx([-1.0, 1.0, 0.0])  # top speed low, turn rate high
+    reach = [task_code(make_task("reach_landmark", (i,))) for i in range(3)]
+    assert [int(np.argmax(c[:3])) for c in reach] == [0, 1, 2]

@@ -185,6 +185,10 @@ class MetaConfig:
     of the continuous actions."""
     encoder_hidden: int = 64
     """encoder: width of the task encoder's two hidden layers."""
+    encoder_task_weight: float = 1.0
+    """encoder with a guided outer_loss: weight of the supervised task loss (the inferred
+    context, decoded linearly, must match the task's true hidden parameters, known during
+    meta-training only); 0 = learn inference from the outer loss alone."""
 
 
 @dataclass
@@ -498,6 +502,10 @@ def validate(c: RunConfig) -> None:
             "policy.context_size (e.g. 8)"
         )
     _positive(m.encoder_hidden, "meta.encoder_hidden", "use a whole number >= 1, e.g. 64")
+    if m.encoder_task_weight < 0:
+        raise ConfigError(
+            f"meta.encoder_task_weight = {m.encoder_task_weight}: use 0 (off) or a weight > 0"
+        )
     if m.outer_loss not in OUTER_LOSSES:
         raise ConfigError(
             f"meta.outer_loss = {m.outer_loss!r}: use one of {', '.join(OUTER_LOSSES)}"

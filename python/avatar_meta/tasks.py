@@ -139,6 +139,35 @@ def make_task(
     )
 
 
+def _param_code_size(p: contract.ParamSpec) -> int:
+    return int(p.high - p.low) + 1 if p.integer else 1
+
+
+TASK_CODE_SIZE = max(sum(_param_code_size(p) for p in f.params) for f in contract.FAMILIES) + len(
+    contract.BODY_PARAMS
+)
+"""Length of `task_code` (the widest family's code plus the body)."""
+
+
+def task_code(task: Task) -> np.ndarray:
+    """The task's hidden parameters as a fixed-length vector, for supervising task inference
+    in meta-training (never shown to a policy): each integer parameter one-hot over its
+    choices, each continuous one scaled to [-1, 1], zero-padded to the widest family, then
+    the body's three parameters scaled to [-1, 1]. [TASK_CODE_SIZE] float32."""
+    code = np.zeros(TASK_CODE_SIZE, np.float32)
+    i = 0
+    for p, value in zip(contract.FAMILY_BY_NAME[task.family].params, task.params, strict=True):
+        if p.integer:
+            code[i + int(round(value - p.low))] = 1.0
+        else:
+            code[i] = 2.0 * (value - p.low) / (p.high - p.low) - 1.0
+        i += _param_code_size(p)
+    body = contract.BODY_PARAMS
+    for j, (p, value) in enumerate(zip(body, task.body, strict=True)):
+        code[TASK_CODE_SIZE - len(body) + j] = 2.0 * (value - p.low) / (p.high - p.low) - 1.0
+    return code
+
+
 def _default_task_id(family: str, params: Sequence[float], body: Sequence[float]) -> str:
     return f"{family}[{','.join(f'{v:g}' for v in (*params, *body))}]"
 

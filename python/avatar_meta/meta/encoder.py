@@ -28,6 +28,13 @@ context from all k batches (adapting on batch 1 then batch 2 equals adapting onc
 The exported policy is the plain MLP: `rl.policy.fold_context` folds c_i into the first layer's
 bias and exports ignore every `encoder.*` tensor.
 
+Supervised task inference (Humplik et al. 2019, "Meta reinforcement learning as task
+inference"): in meta-training the true hidden parameters are known (the world was told them),
+so a linear decoder from the inferred context to the task's code (`tasks.task_code`) adds a
+squared-error term to the outer loss. It teaches the encoder what to look for directly,
+instead of only through the policy's imitation gradient; at adaptation time nothing but the
+episodes is used.
+
 Gotchas
 - The encoder only sees what the support episodes show. A family whose hidden parameter is only
   revealed by a rare event (greet_visitor's preferred gesture, by an attempted greeting)
@@ -50,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avatar_meta.meta.core import LossFn, Params, TaskBatch, map_tasks
-from avatar_meta.rl.losses import RLBatch, normalize_advantages
+from avatar_meta.rl.losses import GuidedBatch, RLBatch, normalize_advantages
 from avatar_meta.rl.policy import Buffers, Policy, PolicySpec
 
 PREFIX = "encoder."
@@ -65,6 +72,12 @@ class EncoderConfig:
 
     hidden: int = 64
     """Width of the two hidden layers of g_phi (and of each pooled statistic)."""
+    code_size: int = 0
+    """Width of the task code the inferred context is decoded into for the supervised task
+    loss (`tasks.TASK_CODE_SIZE`); 0 = no decoder."""
+    task_weight: float = 1.0
+    """Weight of the supervised task loss next to the outer loss (needs query batches that
+    carry task codes: `GuidedBatch`)."""
     use_vmap: bool = True
     """Batch tasks with torch.func.vmap (False = per-task Python loop, same numbers)."""
 
@@ -74,10 +87,16 @@ def feature_size(spec: PolicySpec) -> int:
     return 2 * spec.obs_size + spec.num_continuous + spec.num_discrete + 3
 
 
-def encoder_shapes(spec: PolicySpec, hidden: int) -> dict[str, tuple[int, ...]]:
+def encoder_shapes(spec: PolicySpec, hidden: int, code_size: int = 0) -> dict[str, tuple[int, ...]]:
     """Names and shapes of the encoder's weights (the context size is the policy's)."""
     if not spec.context_size:
         raise ValueError("the encoder writes the policy's task context: set policy.context_size")
+    decoder = {}
+    if code_size:
+        decoder = {
+            "encoder.decode.weight": (code_size, spec.context_size),
+            "encoder.decode.bias": (code_size,),
+        }
     return {
         "encoder.0.weight": (hidden, feature_size(spec)),
         "encoder.0.bias": (hidden,),
@@ -85,17 +104,18 @@ def encoder_shapes(spec: PolicySpec, hidden: int) -> dict[str, tuple[int, ...]]:
         "encoder.1.bias": (hidden,),
         "encoder.out.weight": (spec.context_size, 3 * hidden),
         "encoder.out.bias": (spec.context_size,),
+        **decoder,
     }
 
 
-def init_encoder(spec: PolicySpec, hidden: int = 64, seed: int = 0) -> Params:
-    """Orthogonal hidden layers (gain 5/3, tanh), zero biases and a zero output layer, so the
-    untrained encoder leaves the context at its prior."""
+def init_encoder(spec: PolicySpec, hidden: int = 64, seed: int = 0, code_size: int = 0) -> Params:
+    """Orthogonal hidden layers (gain 5/3, tanh) and decoder, zero biases and a zero output
+    layer, so the untrained encoder leaves the context at its prior."""
     gen = torch.Generator().manual_seed(seed + 17)
     out: Params = {}
-    for name, shape in encoder_shapes(spec, hidden).items():
+    for name, shape in encoder_shapes(spec, hidden, code_size).items():
         t = torch.zeros(shape)
-        if name in ("encoder.0.weight", "encoder.1.weight"):
+        if name in ("encoder.0.weight", "encoder.1.weight", "encoder.decode.weight"):
             torch.nn.init.orthogonal_(t, gain=5.0 / 3.0, generator=gen)
         out[name] = t
     return out
@@ -181,11 +201,38 @@ def encoder_adapt(params: Params, support: RLBatch, *, policy: Policy, buffers: 
     return adapted
 
 
+def task_code_loss(adapted: Params, query: GuidedBatch) -> Tensor:
+    """Squared error between the task code decoded from the inferred context and the task's
+    true code (carried on every query row; padding rows excluded)."""
+    w = query.rl.weight.unsqueeze(-1)
+    code = (query.task_code * w).sum(0) / w.sum().clamp_min(1.0)
+    decoded = F.linear(
+        adapted["actor.context"], adapted["encoder.decode.weight"], adapted["encoder.decode.bias"]
+    )
+    return (decoded - code).square().mean()
+
+
 def encoder_task_loss(
-    params: Params, support: RLBatch, query: Any, *, adapt_fn: Any, outer_loss: LossFn
+    params: Params,
+    support: RLBatch,
+    query: Any,
+    *,
+    adapt_fn: Any,
+    outer_loss: LossFn,
+    task_weight: float,
 ) -> Tensor:
-    """Query loss of one task after inferring its context from its support batch."""
-    return outer_loss(adapt_fn(params, support), query)
+    """Query loss of one task after inferring its context from its support batch, plus the
+    supervised task loss when the query carries task codes and the encoder has a decoder."""
+    adapted = adapt_fn(params, support)
+    loss = outer_loss(adapted, query)
+    supervised = (
+        isinstance(query, GuidedBatch)
+        and query.task_code.shape[-1] > 0
+        and "encoder.decode.weight" in params
+    )
+    if supervised and task_weight > 0:
+        loss = loss + task_weight * task_code_loss(adapted, query)
+    return loss
 
 
 @dataclass(frozen=True)
@@ -218,7 +265,12 @@ class TaskEncoder:
 
     def meta_loss(self, params: Params, tasks: TaskBatch) -> Tensor:
         """Mean over tasks of the adapted policy's query loss."""
-        per_task = partial(encoder_task_loss, adapt_fn=self.adapt, outer_loss=self.outer_loss)
+        per_task = partial(
+            encoder_task_loss,
+            adapt_fn=self.adapt,
+            outer_loss=self.outer_loss,
+            task_weight=self.config.task_weight,
+        )
         losses: Tensor = map_tasks(per_task, (None, 0, 0), self.config.use_vmap)(
             params, tasks.support, tasks.query
         )

@@ -201,11 +201,14 @@ def make_ppo_loss(policy: Policy, buffers: Buffers, cfg: PPOConfig | None = None
 # imitation (guided meta-policy search)
 # ---------------------------------------------------------------------------------------------
 class GuidedBatch(NamedTuple):
-    """An RLBatch plus the expert's action at every row (shapes per task, like RLBatch)."""
+    """An RLBatch plus the expert's action at every row (shapes per task, like RLBatch), and
+    the row's task code (`tasks.task_code`: the hidden parameters, which supervise the task
+    encoder's inference; width 0 where nothing needs it)."""
 
     rl: RLBatch
     expert_cont: Tensor  # [N, num_continuous] float, the expert's command (in -1..1)
     expert_gesture: Tensor  # [N, num_branches] int64, the expert's discrete choice
+    task_code: Tensor  # [N, code] float, the task's code on every row
 
 
 def stack_guided(batches: Sequence[GuidedBatch]) -> GuidedBatch:
@@ -215,6 +218,7 @@ def stack_guided(batches: Sequence[GuidedBatch]) -> GuidedBatch:
         stack_batches([b.rl for b in batches]),
         torch.stack([_pad_rows(b.expert_cont, size) for b in batches]),
         torch.stack([_pad_rows(b.expert_gesture, size) for b in batches]),
+        torch.stack([_pad_rows(b.task_code, size) for b in batches]),
     )
 
 

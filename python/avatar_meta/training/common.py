@@ -25,6 +25,7 @@ from avatar_meta.envs.rollouts import ActionBatch, PolicyFn, TaskEnv, TaskRollou
 from avatar_meta.meta.core import inner_grad, map_tasks, select_keys, sgd_step
 from avatar_meta.rl import Buffers, Params, Policy, PolicyOutput, RLBatch, gae, make_batch
 from avatar_meta.rl.losses import GuidedBatch, LossFn, stack_batches, stack_guided
+from avatar_meta.tasks import task_code
 from avatar_meta.world.observed_expert import expert_labels
 
 EnvFactory = Callable[[], TaskEnv]
@@ -174,10 +175,14 @@ def rollouts_to_tasks(rollouts: Sequence[TaskRollout], gamma: float, lam: float)
 
 def rollouts_to_guided(rollouts: Sequence[TaskRollout], gamma: float, lam: float) -> GuidedBatch:
     """`rollouts_to_tasks` plus the scripted expert's action at every visited state, rebuilt
-    from the observations and each rollout's task (`world.observed_expert`)."""
-    return stack_guided(
-        [GuidedBatch(rollout_to_batch(r, gamma, lam), *expert_rows(r)) for r in rollouts]
-    )
+    from the observations and each rollout's task (`world.observed_expert`), and the task's
+    code (`tasks.task_code`) on every row."""
+    parts = []
+    for r in rollouts:
+        batch = rollout_to_batch(r, gamma, lam)
+        code = torch.from_numpy(task_code(r.task)).expand(batch.obs.shape[0], -1)
+        parts.append(GuidedBatch(batch, *expert_rows(r), code))
+    return stack_guided(parts)
 
 
 def expert_rows(rollout: TaskRollout) -> tuple[Tensor, Tensor]:

@@ -68,6 +68,7 @@ from avatar_meta.meta.encoder import EncoderConfig, TaskEncoder, init_encoder
 from avatar_meta.report.metrics import is_best_window
 from avatar_meta.rl import Buffers, Params, Policy, PPOConfig, update_obs_stats
 from avatar_meta.rl.losses import GuidedBatch, RLBatch, make_guided_loss, make_ppo_loss
+from avatar_meta.tasks import TASK_CODE_SIZE
 from avatar_meta.training.checkpoints import (
     SHARED_KEY,
     MetaState,
@@ -98,7 +99,8 @@ def init_state(algorithm: str, config: RunConfig, policy: Policy) -> MetaState:
     params, buffers = policy.init(seed=seed)
     m = config.meta
     if algorithm == "encoder":
-        params = {**params, **init_encoder(policy.spec, m.encoder_hidden, seed)}
+        encoder = init_encoder(policy.spec, m.encoder_hidden, seed, _code_size(config))
+        params = {**params, **encoder}
     meta_params: dict[str, Any] = {}
     weights: list[torch.Tensor] = []
     step_sizes: list[torch.Tensor] = []
@@ -121,6 +123,13 @@ def init_state(algorithm: str, config: RunConfig, policy: Policy) -> MetaState:
     return MetaState(
         algorithm, meta_params, buffers, optimizer, np.random.default_rng([seed, 7]), generator
     )
+
+
+def _code_size(config: RunConfig) -> int:
+    """Width of the task code the encoder's inference is supervised with: the guided outer
+    losses carry task codes on their query rows; PPO alone has no labels (0 = no decoder)."""
+    m = config.meta
+    return TASK_CODE_SIZE if m.outer_loss != "ppo" and m.encoder_task_weight > 0 else 0
 
 
 def _unused(params: Params, batch: Any) -> torch.Tensor:  # pragma: no cover
@@ -197,7 +206,10 @@ def build_learner(algorithm: str, config: RunConfig, policy: Policy, buffers: Bu
     if algorithm == "metasgd":
         return MetaSGD(inner, outer, _metasgd_cfg(config))
     if algorithm == "encoder":
-        return TaskEncoder(policy, buffers, outer, EncoderConfig(m.encoder_hidden, m.use_vmap))
+        encoder = EncoderConfig(
+            m.encoder_hidden, _code_size(config), m.encoder_task_weight, m.use_vmap
+        )
+        return TaskEncoder(policy, buffers, outer, encoder)
     if algorithm == "reptile":
         rcfg = ReptileConfig(
             inner_lr=m.reptile_inner_lr,

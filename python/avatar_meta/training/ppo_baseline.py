@@ -212,7 +212,10 @@ class PPOAgent:
 
         def loss(idx: Tensor) -> Tensor:
             sub = GuidedBatch(
-                RLBatch(*(x[idx] for x in batch)), expert_cont[idx], expert_gesture[idx]
+                RLBatch(*(x[idx] for x in batch)),
+                expert_cont[idx],
+                expert_gesture[idx],
+                expert_cont.new_zeros(len(idx), 0),  # no task inference to supervise
             )
             return guided_loss(
                 self.params,
