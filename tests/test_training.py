@@ -17,11 +17,12 @@ import pytest
 import torch
 
 from avatar_meta.config import RunConfig, config_from_dict
-from avatar_meta.training.checkpoints import checkpoint_path, load_checkpoint
+from avatar_meta.envs.rollouts import TaskEnv
+from avatar_meta.training.checkpoints import MetaState, checkpoint_path, load_checkpoint
 from avatar_meta.training.common import make_env
 from avatar_meta.training.evaluate import evaluate_checkpoint
 from avatar_meta.training.meta_loop import train_algorithm
-from avatar_meta.training.records import RECORD_KEYS, validate_record
+from avatar_meta.training.records import RECORD_KEYS, HeldoutRecord, validate_record
 from avatar_meta.training.run import RunExistsError, prepare_run_dir
 
 torch.set_num_threads(1)
@@ -416,13 +417,8 @@ def test_guided_context_training_adapts_only_the_context_and_exports_plain(
     """meta.outer_loss imitation + meta.adapt context: the loop trains on expert labels,
     held-out adaptation changes only `actor.context`, and the exports fold the context away
     (the Sentis contract and the C# evaluator see the plain MLP)."""
-    from avatar_meta import contract
-    from avatar_meta.export.onnx_contract import check_sentis_contract
     from avatar_meta.rl import Policy
     from avatar_meta.rl.policy import CONTEXT_KEYS
-    from avatar_meta.training.common import rollouts_to_tasks
-    from avatar_meta.training.evaluate import make_adapt_fn
-    from avatar_meta.training.run import export_meta_policy
 
     data = {k: dict(v) for k, v in TINY.items()}
     data["meta"].update(outer_loss="imitation", adapt="context", inner_lr=5.0)
@@ -436,25 +432,43 @@ def test_guided_context_training_adapts_only_the_context_and_exports_plain(
     fresh = Policy(config.policy_spec()).init(seed=config.env.seed)[0]
     assert not torch.equal(init["actor.ctx_in.weight"], fresh["actor.ctx_in.weight"])  # trained
 
+    assert changed_by_one_adaptation("maml", config, env, state) == {"actor.context"}
+    records = evaluate_checkpoint(
+        "maml", config, env, tmp_path, config.task_distribution().heldout()[:2]
+    )
+    env.close()
+    assert_run_exports_meet_the_sentis_contract(tmp_path, records, config)
+
+
+def changed_by_one_adaptation(
+    algorithm: str, config: RunConfig, env: TaskEnv, state: MetaState
+) -> set[str]:
+    """Names of the meta-policy's parameters that one held-out adaptation step changes."""
     from avatar_meta.envs.rollouts import collect
-    from avatar_meta.training.common import per_task_policy_fn
+    from avatar_meta.rl import Policy
+    from avatar_meta.training.common import per_task_policy_fn, rollouts_to_tasks
+    from avatar_meta.training.evaluate import make_adapt_fn
 
     policy = Policy(config.policy_spec())
     task = config.task_distribution().heldout()[0]
     stacked = {k: v.detach()[None] for k, v in state.init_params(task.family).items()}
     act = per_task_policy_fn(policy, stacked, state.buffers, torch.Generator().manual_seed(0))
     batch = rollouts_to_tasks(collect(env, act, [task], 1), 0.99, 0.95)
-    adapted = make_adapt_fn("maml", config, policy, state.buffers)(stacked, batch, 0)
-    changed = {k for k in stacked if not torch.equal(adapted[k], stacked[k])}
-    assert changed == {"actor.context"}
+    adapted = make_adapt_fn(algorithm, config, policy, state.buffers)(stacked, batch, 0)
+    return {k for k in stacked if not torch.equal(adapted[k], stacked[k])}
 
-    records = evaluate_checkpoint(
-        "maml", config, env, tmp_path, config.task_distribution().heldout()[:2]
-    )
-    env.close()
-    export_meta_policy(tmp_path, records, config)
+
+def assert_run_exports_meet_the_sentis_contract(
+    run_dir: Path, records: list[HeldoutRecord], config: RunConfig
+) -> None:
+    """The run folder's ONNX export of the best meta-learner loads as the Sentis contract."""
+    from avatar_meta import contract
+    from avatar_meta.export.onnx_contract import check_sentis_contract
+    from avatar_meta.training.run import export_meta_policy
+
+    export_meta_policy(run_dir, records, config)
     problems = check_sentis_contract(
-        tmp_path / f"{contract.BEHAVIOR_NAME}.onnx",
+        run_dir / f"{contract.BEHAVIOR_NAME}.onnx",
         [(contract.OBSERVATION_SIZE,)],
         contract.NUM_CONTINUOUS_ACTIONS,
         list(contract.DISCRETE_BRANCHES),
@@ -469,14 +483,8 @@ def test_encoder_trains_resumes_adapts_only_the_context_and_exports_plain(
     weights are in the checkpoint and move), `--resume` restores them, held-out adaptation
     writes only `actor.context` among the policy's weights, and the exports are the plain
     MLP the Sentis contract expects."""
-    from avatar_meta import contract
-    from avatar_meta.envs.rollouts import collect
-    from avatar_meta.export.onnx_contract import check_sentis_contract
     from avatar_meta.meta.encoder import init_encoder
     from avatar_meta.rl import Policy
-    from avatar_meta.training.common import per_task_policy_fn, rollouts_to_tasks
-    from avatar_meta.training.evaluate import make_adapt_fn
-    from avatar_meta.training.run import export_meta_policy
 
     data = {k: dict(v) for k, v in TINY.items()}
     data["meta"].update(algorithms=["encoder"], outer_loss="ppo+imitation", encoder_hidden=8)
@@ -496,24 +504,10 @@ def test_encoder_trains_resumes_adapts_only_the_context_and_exports_plain(
     ck = load_checkpoint(checkpoint_path(tmp_path, "encoder"))
     assert "encoder.out.weight" in ck["params_by_key"]["follow_visitor"]
 
-    task = config.task_distribution().heldout()[0]
-    stacked = {k: v.detach()[None] for k, v in resumed.init_params(task.family).items()}
-    act = per_task_policy_fn(policy, stacked, resumed.buffers, torch.Generator().manual_seed(0))
-    batch = rollouts_to_tasks(collect(env, act, [task], 1), 0.99, 0.95)
-    adapted = make_adapt_fn("encoder", config, policy, resumed.buffers)(stacked, batch, 0)
-    changed = {k for k in stacked if not torch.equal(adapted[k], stacked[k])}
-    assert changed == {"actor.context"}
-
+    assert changed_by_one_adaptation("encoder", config, env, resumed) == {"actor.context"}
     records = evaluate_checkpoint(
         "encoder", config, env, tmp_path, config.task_distribution().heldout()[:2]
     )
     env.close()
     assert all(len(r["return_by_step"]) == 4 and r["method"] == "encoder" for r in records)
-    export_meta_policy(tmp_path, records, config)
-    problems = check_sentis_contract(
-        tmp_path / f"{contract.BEHAVIOR_NAME}.onnx",
-        [(contract.OBSERVATION_SIZE,)],
-        contract.NUM_CONTINUOUS_ACTIONS,
-        list(contract.DISCRETE_BRANCHES),
-    )
-    assert problems == []
+    assert_run_exports_meet_the_sentis_contract(tmp_path, records, config)
