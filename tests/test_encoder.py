@@ -188,8 +188,8 @@ def test_the_supervised_task_loss_is_added_only_where_codes_exist() -> None:
     ]
     expected = plain.meta_loss(params, tasks) + 2.0 * torch.stack(code_losses).mean()
     torch.testing.assert_close(weighted.meta_loss(params, tasks), expected)
-    assert float(expected - plain.meta_loss(params, tasks)) > 0  # codes 0, 1, 2 vs decoded 0
+    assert float((expected - plain.meta_loss(params, tasks)).detach()) > 0  # codes vs decoded 0
     grads, _ = plain.meta_grad(params, tasks)
-    assert float(grads["encoder.decode.bias"].abs().sum()) == 0.0
+    assert float(grads["encoder.decode.bias"].detach().abs().sum()) == 0.0
     grads, _ = weighted.meta_grad(params, tasks)
-    assert float(grads["encoder.decode.bias"].abs().sum()) > 0.0
+    assert float(grads["encoder.decode.bias"].detach().abs().sum()) > 0.0
