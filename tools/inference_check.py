@@ -77,7 +77,7 @@ for step in range(601):
         with torch.no_grad():
             held_error = float(code_error(held_batch, held_codes))
         print(
-            f"{family} step {step}: train {float(loss):.4f} held-out {held_error:.4f} "
+            f"{family} step {step}: train {float(loss.detach()):.4f} held-out {held_error:.4f} "
             f"(predicting the mean: {float(held_codes.var(0).mean()):.4f}) "
             f"{time.time() - start:.0f} s",
             flush=True,
