@@ -60,8 +60,6 @@ from avatar_meta.meta.core import LossFn, Params, TaskBatch, map_tasks
 from avatar_meta.rl.losses import GuidedBatch, RLBatch, normalize_advantages
 from avatar_meta.rl.policy import Buffers, Policy, PolicySpec
 
-PREFIX = "encoder."
-"""Every tensor of the encoder (weights and the running pools) is named with this prefix."""
 SEEN_KEYS = ("encoder.seen.sum", "encoder.seen.max", "encoder.seen.adv_sum", "encoder.seen.count")
 """The pooled statistics adapted params carry between adaptation steps."""
 
