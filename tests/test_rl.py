@@ -360,9 +360,8 @@ def test_imitation_loss_pulls_the_mean_and_gesture_towards_the_expert() -> None:
     assert float(loss(p).detach()) < 0.3 * start
 
     def p_none(q):  # type: ignore[no-untyped-def]
-        return float(
-            torch.softmax(policy.forward(q, buffers, rl.obs, rl.mask).logits, -1)[:, 0].mean()
-        )
+        logits = policy.forward(q, buffers, rl.obs, rl.mask).logits.detach()
+        return float(torch.softmax(logits, -1)[:, 0].mean())
 
     assert p_none(p) > max(0.7, p_none(params) + 0.3)
     assert torch.equal(p["actor.log_std"].detach(), params["actor.log_std"])  # noise untouched
