@@ -143,9 +143,8 @@ def _param_code_size(p: contract.ParamSpec) -> int:
     return int(p.high - p.low) + 1 if p.integer else 1
 
 
-TASK_CODE_SIZE = max(sum(_param_code_size(p) for p in f.params) for f in contract.FAMILIES) + len(
-    contract.BODY_PARAMS
-)
+_WIDEST_FAMILY_CODE = max(sum(_param_code_size(p) for p in f.params) for f in contract.FAMILIES)
+TASK_CODE_SIZE = _WIDEST_FAMILY_CODE + len(contract.BODY_PARAMS)
 """Length of `task_code` (the widest family's code plus the body)."""
 
 
