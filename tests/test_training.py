@@ -127,7 +127,7 @@ def test_pretraining_initialises_the_meta_parameters(tmp_path: Path) -> None:
 
 def test_outer_minibatches_split_tasks_and_take_more_steps(tmp_path: Path) -> None:
     from avatar_meta.meta import TaskBatch
-    from avatar_meta.training.meta_loop import task_minibatches
+    from avatar_meta.training.task_groups import task_minibatches
 
     support = torch.arange(10.0).reshape(5, 2)
     query = support + 100

@@ -46,6 +46,7 @@ from avatar_meta.training.common import (
     rollouts_to_tasks,
 )
 from avatar_meta.training.records import HeldoutRecord, make_record
+from avatar_meta.training.task_groups import scatter_tasks, take_tasks, task_groups
 
 AdaptFn = Callable[[Params, Any, int], Params]
 """(stacked per-task params [K, ...], task-stacked batch, step index) -> adapted params."""
@@ -143,8 +144,6 @@ def evaluate_tasks(
 def grouped_adapt_fn(fns: dict[str, AdaptFn], keys: Sequence[str]) -> AdaptFn:
     """One AdaptFn over a mixed stack: task i adapts with `fns[keys[i]]` (per-family
     meta-policies have their own adaptation rule, e.g. Meta-SGD's learned step sizes)."""
-    from avatar_meta.training.meta_loop import scatter_tasks, take_tasks, task_groups
-
     groups = task_groups(list(keys))
 
     def fn(stacked: Params, batch: Any, step: int) -> Params:

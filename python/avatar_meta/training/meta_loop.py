@@ -23,7 +23,7 @@ initialisation per scenario family, keyed by family name (`SHARED_KEY` when off)
 designer chooses the family of a scene, so it is known at adaptation time; the hidden
 parameters (which landmark, which gesture, what distance) are what adaptation infers. One
 environment pass still runs the whole meta-batch; the learner is applied per family group
-(`task_groups`) and one Adam step updates every family's parameters.
+(`training.task_groups`) and one Adam step updates every family's parameters.
 
 Gotchas
 - The query batch's `old_log_prob` comes from the adapted policy, so the first outer epoch
@@ -49,7 +49,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.utils._pytree as pytree
 
 from avatar_meta.config import RunConfig
 from avatar_meta.envs.rollouts import CollectStats, TaskEnv, collect
@@ -87,6 +86,12 @@ from avatar_meta.training.common import (
     per_task_policy_fn,
     rollouts_to_guided,
     rollouts_to_tasks,
+)
+from avatar_meta.training.task_groups import (
+    scatter_tasks,
+    take_tasks,
+    task_groups,
+    task_minibatches,
 )
 
 logger = logging.getLogger("avatar_meta.training")
@@ -308,48 +313,6 @@ class TrainingScorer:
         scores = normalised_score(returns, lo, hi)
         finite = scores[np.isfinite(scores)]
         return float(finite.mean()) if len(finite) else None
-
-
-def task_groups(keys: list[str]) -> dict[str, torch.Tensor]:
-    """Policy key -> indices of the meta-batch's tasks that start from it (sorted keys)."""
-    return {
-        key: torch.tensor([i for i, k in enumerate(keys) if k == key], dtype=torch.long)
-        for key in sorted(set(keys))
-    }
-
-
-def take_tasks(batch: Any, index: torch.Tensor) -> Any:
-    """The tasks `index` of a task-stacked pytree (None stays None)."""
-    if batch is None:
-        return None
-    return pytree.tree_map(lambda x: x[index], batch)
-
-
-def scatter_tasks(parts: dict[str, Params], groups: dict[str, torch.Tensor], k: int) -> Params:
-    """Inverse of `take_tasks` over all groups: per-group stacked params -> [k, ...]."""
-    first = next(iter(parts.values()))
-    out = {n: v.new_zeros((k, *v.shape[1:])) for n, v in first.items()}
-    for key, index in groups.items():
-        for n in out:
-            out[n][index] = parts[key][n]
-    return out
-
-
-def task_minibatches(
-    batch: TaskBatch, minibatches: int, generator: torch.Generator
-) -> list[TaskBatch]:
-    """The tasks of a task-stacked batch shuffled and split into `minibatches` near-equal
-    groups (1 = the whole batch, unshuffled): one outer Adam step per group, so an outer epoch
-    takes `minibatches` steps for the price of one full-batch meta-gradient."""
-    k = int(batch.support.obs.shape[0])
-    n = max(1, min(minibatches, k))
-    if n == 1:
-        return [batch]
-    perm = torch.randperm(k, generator=generator)
-    return [
-        TaskBatch(*(pytree.tree_map(lambda x, i=idx: x[i], part) for part in batch))
-        for idx in torch.tensor_split(perm, n)
-    ]
 
 
 def anneal_outer_lr(optimizer: torch.optim.Optimizer, progress: float, final_scale: float) -> float:
