@@ -124,8 +124,9 @@ def symlog(x: Tensor) -> Tensor:
     return torch.sign(x) * torch.log1p(x.abs())
 
 
-def transition_features(policy: Policy, buffers: Buffers, batch: RLBatch) -> Tensor:
-    """f_j for every row of one task's batch, [N, feature_size]."""
+def transition_features(policy: Policy, buffers: Buffers, batch: RLBatch, adv: Tensor) -> Tensor:
+    """f_j for every row of one task's batch, [N, feature_size]; `adv` [N, 1] is the batch's
+    normalised advantage (the pooling weights rows by it too)."""
     spec = policy.spec
     obs = policy.normalize(buffers, batch.obs)
     change = policy.normalize(buffers, batch.next_obs) - obs
@@ -135,7 +136,6 @@ def transition_features(policy: Policy, buffers: Buffers, batch: RLBatch) -> Ten
         for b, n in enumerate(spec.discrete_branches)
     ]
     reward = symlog(batch.reward).unsqueeze(-1)
-    adv = normalize_advantages(batch.advantages, batch.weight).unsqueeze(-1)
     ret = symlog(batch.returns).unsqueeze(-1)
     return torch.cat([obs, action, *gestures, reward, change, adv, ret], dim=-1)
 
@@ -143,11 +143,11 @@ def transition_features(policy: Policy, buffers: Buffers, batch: RLBatch) -> Ten
 def pool(params: Params, policy: Policy, buffers: Buffers, batch: RLBatch) -> Params:
     """The batch's pooled statistics (`SEEN_KEYS`): weighted sums of h and of A*h, the max of
     h over real rows and the total weight. Padding rows (weight 0) contribute nothing."""
-    f = transition_features(policy, buffers, batch)
+    adv = normalize_advantages(batch.advantages, batch.weight).unsqueeze(-1)
+    f = transition_features(policy, buffers, batch, adv)
     h = torch.tanh(F.linear(f, params["encoder.0.weight"], params["encoder.0.bias"]))
     h = torch.tanh(F.linear(h, params["encoder.1.weight"], params["encoder.1.bias"]))
     w = batch.weight.unsqueeze(-1)
-    adv = normalize_advantages(batch.advantages, batch.weight).unsqueeze(-1)
     return {
         "encoder.seen.sum": (h * w).sum(0),
         "encoder.seen.max": torch.where(w > 0, h, torch.full_like(h, -1.0)).amax(0),

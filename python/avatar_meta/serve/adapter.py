@@ -293,11 +293,11 @@ class Adapter:
         for group in _groups(rows, self.vmap_rows):
             chunk = slice(offsets[group[0]], offsets[group[-1] + 1])
             values_parts.append(self.policy.value(self.params, self.buffers, obs_v[chunk]))
-            if self._fast_lr is None:
+            if self.algorithm == "reptile":
                 out = self.policy.forward(self.params, self.buffers, obs_v[chunk], mask_v[chunk])
                 log_prob_parts.append(self.policy.dist_log_prob(out, cont_v[chunk], gest_v[chunk]))
         values_v = torch.cat(values_parts)
-        # The PG step never reads old_log_prob; only Reptile's PPO epochs do.
+        # The PG step and the task encoder never read old_log_prob; only Reptile's PPO epochs do.
         log_prob = torch.cat(log_prob_parts) if log_prob_parts else torch.zeros_like(values_v)
         values = np.zeros((e, t_max), np.float32)
         values[valid] = values_v.numpy()
@@ -333,7 +333,8 @@ class Adapter:
         CPU, vmap over small requests saves 30-60% (per-op overhead amortised), but over
         more than ~8k rows it is slower than one request at a time (the activations of a
         [K, N, 128] batch fall out of cache), so a 4000-step request runs alone.
-        Other algorithms (Reptile): the trainer's own adapt function, one batch at a time.
+        Other algorithms (Reptile, the task encoder): the trainer's own adapt function, one
+        batch at a time.
         """
         if self._fast_lr is None:
             # One at a time: Reptile's minibatches would change with zero-weight padding.
@@ -396,7 +397,7 @@ def _first_step_size(
     algorithm: str, config: RunConfig, metasgd_lrs: Sequence[Params] | None
 ) -> float | Params | None:
     """The inner step size `make_adapt_fn` uses at adaptation step 0, for the algorithms
-    whose step is one vanilla-PG step on the actor; None for the others (Reptile)."""
+    whose step is one vanilla-PG step on the actor; None for the others (Reptile, encoder)."""
     if algorithm not in ("maml", "fomaml", "metasgd"):
         return None
     m, ev = config.meta, config.eval
