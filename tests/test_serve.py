@@ -533,8 +533,9 @@ def test_a_context_checkpoint_adapts_only_its_context(tmp_path: Path) -> None:
 def test_an_encoder_checkpoint_infers_the_context_like_held_out_evaluation(
     tmp_path: Path,
 ) -> None:
-    """meta.algorithms [encoder]: the service adapts with the trainer's own encoder step
-    (`make_adapt_fn`), which writes only the task context, and ships the plain MLP."""
+    """meta.algorithms [encoder]: the service adapts like the trainer's own encoder step
+    (`make_adapt_fn`), alone or vmapped over requests, writes only the task context, and
+    ships the plain MLP."""
     from avatar_meta.config import config_from_dict
     from avatar_meta.meta.encoder import init_encoder
     from avatar_meta.rl import Policy, stack_batches
@@ -568,6 +569,17 @@ def test_an_encoder_checkpoint_infers_the_context_like_held_out_evaluation(
     for name in params:
         torch.testing.assert_close(served[name], trainer[name][0], rtol=0, atol=1e-6)
     assert {k for k in params if not torch.equal(served[k], params[k])} == {"actor.context"}
+    # requests of different lengths adapted in one vmap call equal one at a time
+    requests = [
+        svc.AdaptRequest(behavior_name="AvatarAgent", episodes=episodes(n, t, seed=s))
+        for s, (n, t) in enumerate([(2, 30), (1, 11), (3, 25)])
+    ]
+    batches = adapter.to_batches(requests)
+    for one, together in zip(batches, adapter.adapt_many(batches), strict=True):
+        alone = adapter.reference_adapt(one)
+        assert set(together) == set(alone)
+        for name in alone:
+            torch.testing.assert_close(together[name], alone[name], rtol=0, atol=1e-5)
     spec, packed, _ = policy_weights.unpack(adapter.pack(served, version=1, task_id="t"))
     assert spec.context_size == 0 and not any(
         k.startswith(("encoder.", "actor.ctx")) for k in packed

@@ -3,6 +3,7 @@ requests, deadlines drop queued work, and per-client rate limits (real server pr
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -329,3 +330,15 @@ def test_compute_floor_counts_every_weight_of_the_policy_it_adapts() -> None:
     shapes = request_gemms(32, (128, 64), 6, rows)
     macs = sum(m * k * n for m, k, n in shapes)
     assert macs == rows * (critic + 2 * actor + deeper)
+
+
+def test_bench_times_the_encoder_step_alone_and_batched(tmp_path: Path) -> None:
+    """`bench adaptation`'s encoder entry runs the encoder checkpoint both ways."""
+    from avatar_meta.benchmarks.adaptation import _encoder_step, _request
+
+    checkpoint = make_checkpoint(tmp_path / "encoder.pt", hidden=(16, 16), algorithm="encoder")
+    assert Adapter(checkpoint).algorithm == "encoder"
+    entry = _encoder_step(checkpoint, [_request(0), _request(1)], reps=1)
+    assert entry["batch_size"] == 8
+    times = (entry["one_at_a_time_cpu_ms_per_request"], entry["batched_cpu_ms_per_request"])
+    assert all(math.isfinite(t) and t > 0 for t in times)

@@ -18,6 +18,8 @@ the values of the weights), 20 episodes x 200 steps per request:
   `server_cpu_ms_per_request` in each service entry is the server process's CPU time over the
   run divided by its requests. Both are far less sensitive to other load on a shared
   machine than latencies;
+- `encoder_step`: CPU ms per request of the task encoder's step (a checkpoint of
+  `meta.algorithms: [encoder]`): one request at a time vs vmapped over a micro-batch of 8;
 - `compute_floor`: CPU ms of only the matrix products one request needs (critic forward for
   the values, actor forward and backward), timed with nothing else; 16 in-flight requests
   on this many cores cannot be answered faster than `p50_floor_ms_16_clients`;
@@ -132,6 +134,26 @@ def _step(checkpoint: Path, requests: list[bytes], reps: int) -> dict[str, Any]:
         "to_batch_batched_cpu_ms_per_request": prepare_batched,
         "speedup_step": trainer / serve,
         "baseline": "trainer_step_cpu_ms",
+    }
+
+
+def _encoder_step(checkpoint: Path, requests: list[bytes], reps: int) -> dict[str, Any]:
+    """CPU ms per request of the task encoder's step (one forward pass writes the context):
+    one request at a time (the trainer's path) vs vmapped over a micro-batch."""
+    from avatar_meta.serve import wire
+    from avatar_meta.serve.adapter import Adapter
+
+    adapter = Adapter(checkpoint)
+    views = [wire.decode_adapt_request(requests[i % len(requests)]) for i in range(MAX_BATCH)]
+    batches = adapter.to_batches(views)
+    alone = _cpu_ms(lambda: [adapter.reference_adapt(b) for b in batches], reps) / len(batches)
+    together = _cpu_ms(lambda: adapter.adapt_many(batches), reps) / len(batches)
+    return {
+        "one_at_a_time_cpu_ms_per_request": alone,
+        "batched_cpu_ms_per_request": together,
+        "batch_size": len(batches),
+        "speedup_batched": alone / together,
+        "baseline": "one_at_a_time_cpu_ms_per_request",
     }
 
 
@@ -346,6 +368,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             proc.wait(timeout=30)
         onnx = _onnx(checkpoint, 2 if quick else 10)
         step = _step(checkpoint, requests, 2 if quick else 10)
+        encoder = make_checkpoint(folder / "encoder.pt", hidden=HIDDEN, algorithm="encoder")
+        encoder_step = _encoder_step(encoder, requests, 2 if quick else 10)
         floor = _compute_floor(2 if quick else 10)
     head = by_clients["16"]
     for entry in by_clients.values():
@@ -373,6 +397,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         },
         "service_by_clients": by_clients,
         "step": step,
+        "encoder_step": encoder_step,
         "compute_floor": floor,
         "onnx": onnx,
     }

@@ -17,7 +17,7 @@ collects few-shot experience with.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,6 +30,7 @@ from avatar_meta import contract
 from avatar_meta.config import RunConfig, config_from_dict
 from avatar_meta.export import policy_weights
 from avatar_meta.meta.core import inner_grad, select_keys, sgd_step
+from avatar_meta.meta.encoder import encoder_adapt, init_encoder
 from avatar_meta.proto_gen.v1 import adaptation_service_pb2 as svc
 from avatar_meta.proto_gen.v1 import policy_weights_pb2 as pw
 from avatar_meta.rl import Buffers, Params, Policy, PolicySpec, RLBatch, make_batch
@@ -43,6 +44,8 @@ VMAP_ROWS = 4096
 
 Request = svc.AdaptRequest | AdaptRequestView
 """The generated message or the fast codec's view (same attribute names)."""
+StepFn = Callable[[Params, RLBatch], Params]
+"""(meta-params, one task's batch) -> adapted params."""
 
 
 class InvalidRequest(ValueError):
@@ -103,9 +106,16 @@ def make_checkpoint(
     path: str | Path, hidden: tuple[int, ...] = (64, 64), seed: int = 0, algorithm: str = "maml"
 ) -> Path:
     """Write an untrained meta-policy checkpoint in the meta-loop's format (params, buffers,
-    config). For benchmarks and tests that need a run without spending minutes training."""
-    config = config_from_dict({"policy": {"hidden": list(hidden)}, "env": {"seed": seed}})
+    config). For benchmarks and tests that need a run without spending minutes training.
+    `algorithm` "encoder" adds the task encoder and the 8-number task context it writes."""
+    data: dict[str, Any] = {"policy": {"hidden": list(hidden)}, "env": {"seed": seed}}
+    if algorithm == "encoder":
+        data["policy"]["context_size"] = 8
+        data["meta"] = {"algorithms": ["encoder"]}
+    config = config_from_dict(data)
     params, buffers = Policy(config.policy_spec()).init(seed=seed)
+    if algorithm == "encoder":
+        params |= init_encoder(config.policy_spec(), config.meta.encoder_hidden, seed)
     payload = {
         "algorithm": algorithm,
         "params": params,
@@ -151,20 +161,33 @@ class Adapter:
         self._adapt_fn = make_adapt_fn(
             self.algorithm, self.config, self.policy, self.buffers, metasgd_lrs
         )
-        # Fast path (MAML/FOMAML/Meta-SGD): the step of make_adapt_fn at step 0, with the
-        # critic-free loss; built once, so a request rebuilds nothing.
-        self._fast_lr = _first_step_size(self.algorithm, self.config, metasgd_lrs)
+        self._step = self._batchable_step(metasgd_lrs)
+        self._step_many = (
+            None if self._step is None else torch.func.vmap(self._step, in_dims=(None, 0))
+        )
+        self.vmap_rows = VMAP_ROWS
+
+    def _batchable_step(self, metasgd_lrs: Sequence[Params] | None) -> StepFn | None:
+        """The test-time step `adapt_many` vmaps over requests, built once so a request
+        rebuilds nothing; None for Reptile, whose minibatches would change with zero-weight
+        padding.
+        - MAML/FOMAML/Meta-SGD: the step of `make_adapt_fn` at step 0 with the critic-free
+          loss (`fast.actor_pg_loss`);
+        - the task encoder: its forward pass (`meta.encoder.encoder_adapt`), which ignores
+          zero-weight rows."""
+        if self.algorithm == "encoder":
+            return partial(encoder_adapt, policy=self.policy, buffers=self.buffers)
+        lr = _first_step_size(self.algorithm, self.config, metasgd_lrs)
+        if lr is None:
+            return None
         keys = select_keys(self.params, adapt_prefix(self.config))
         loss = partial(actor_pg_loss, policy=self.policy, buffers=self.buffers)
-        lr = self._fast_lr
 
-        def step(p: Params, b: RLBatch) -> Params:
+        def pg_step(p: Params, b: RLBatch) -> Params:
             assert lr is not None
             return sgd_step(p, inner_grad(loss, p, b, keys, first_order=True), lr)
 
-        self._step = step
-        self._step_many = torch.func.vmap(step, in_dims=(None, 0))
-        self.vmap_rows = VMAP_ROWS
+        return pg_step
 
     # ----------------------------------------------------------------------------- validation
     def validate(self, request: Request) -> None:
@@ -326,18 +349,16 @@ class Adapter:
     def adapt_many(self, batches: Sequence[RLBatch]) -> list[Params]:
         """One test-time adaptation step per batch (one task each), all in one call.
 
-        MAML/FOMAML/Meta-SGD: the run's first-order PG step with `fast.actor_pg_loss` (the
-        same loss without the critic), `torch.func.vmap` over groups of consecutive batches,
-        zero-weight padded to a common length (`stack_batches`); the meta-params are shared,
-        not copied per task. A group holds at most `vmap_rows` padded rows: measured on this
+        MAML/FOMAML/Meta-SGD (the run's first-order PG step with `fast.actor_pg_loss`, the
+        same loss without the critic) and the task encoder (its forward pass):
+        `torch.func.vmap` over groups of consecutive batches, zero-weight padded to a common
+        length (`stack_batches`); the meta-params are shared, not copied per task. A group holds at most `vmap_rows` padded rows: measured on this
         CPU, vmap over small requests saves 30-60% (per-op overhead amortised), but over
         more than ~8k rows it is slower than one request at a time (the activations of a
         [K, N, 128] batch fall out of cache), so a 4000-step request runs alone.
-        Other algorithms (Reptile, the task encoder): the trainer's own adapt function, one
-        batch at a time.
+        Reptile: the trainer's own adapt function, one batch at a time.
         """
-        if self._fast_lr is None:
-            # One at a time: Reptile's minibatches would change with zero-weight padding.
+        if self._step is None or self._step_many is None:
             return [self.reference_adapt(b) for b in batches]
         out: list[Params] = []
         with torch.no_grad():
