@@ -334,11 +334,12 @@ def test_compute_floor_counts_every_weight_of_the_policy_it_adapts() -> None:
 
 def test_bench_times_the_encoder_step_alone_and_batched(tmp_path: Path) -> None:
     """`bench adaptation`'s encoder entry runs the encoder checkpoint both ways."""
-    from avatar_meta.benchmarks.adaptation import _encoder_step, _request
+    from avatar_meta.benchmarks.adaptation import _encoder_step
 
     checkpoint = make_checkpoint(tmp_path / "encoder.pt", hidden=(16, 16), algorithm="encoder")
     assert Adapter(checkpoint).algorithm == "encoder"
-    entry = _encoder_step(checkpoint, [_request(0), _request(1)], reps=1)
+    entry = _encoder_step(checkpoint, reps=1)
     assert entry["batch_size"] == 8
-    times = (entry["one_at_a_time_cpu_ms_per_request"], entry["batched_cpu_ms_per_request"])
-    assert all(math.isfinite(t) and t > 0 for t in times)
+    assert _groups([entry["steps_per_request"]] * 8, VMAP_ROWS) == [list(range(8))]
+    times = [v for k, v in entry.items() if k.endswith("cpu_ms_per_request")]
+    assert len(times) == 3 and all(math.isfinite(t) and t > 0 for t in times)

@@ -19,7 +19,8 @@ the values of the weights), 20 episodes x 200 steps per request:
   run divided by its requests. Both are far less sensitive to other load on a shared
   machine than latencies;
 - `encoder_step`: CPU ms per request of the task encoder's step (a checkpoint of
-  `meta.algorithms: [encoder]`): one request at a time vs vmapped over a micro-batch of 8;
+  `meta.algorithms: [encoder]`) on 8 small requests (2 x 100 steps): the trainer's path and
+  the direct step one request at a time vs all 8 vmapped in one call;
 - `compute_floor`: CPU ms of only the matrix products one request needs (critic forward for
   the values, actor forward and backward), timed with nothing else; 16 in-flight requests
   on this many cores cannot be answered faster than `p50_floor_ms_16_clients`;
@@ -51,21 +52,21 @@ CLIENTS = (1, 16, 64)
 TOKEN = "bench-token-0123456789abcdef"
 
 
-def _request(seed: int) -> bytes:
+def _request(seed: int, episodes: int = EPISODES, steps: int = STEPS) -> bytes:
     from avatar_meta import contract
     from avatar_meta.serve import wire
 
     rng = np.random.default_rng(seed)
     eps = [
         wire.encode_episode(
-            rng.normal(size=(STEPS, contract.OBSERVATION_SIZE)),
-            rng.normal(size=(STEPS, contract.NUM_CONTINUOUS_ACTIONS)),
-            rng.integers(0, contract.DISCRETE_BRANCHES[0], (STEPS, 1)),
-            rng.normal(size=STEPS),
-            np.zeros((STEPS, sum(contract.DISCRETE_BRANCHES))),
+            rng.normal(size=(steps, contract.OBSERVATION_SIZE)),
+            rng.normal(size=(steps, contract.NUM_CONTINUOUS_ACTIONS)),
+            rng.integers(0, contract.DISCRETE_BRANCHES[0], (steps, 1)),
+            rng.normal(size=steps),
+            np.zeros((steps, sum(contract.DISCRETE_BRANCHES))),
             interrupted=bool(i % 2),
         )
-        for i in range(EPISODES)
+        for i in range(episodes)
     ]
     return wire.encode_adapt_request(contract.BEHAVIOR_NAME, eps)
 
@@ -137,21 +138,28 @@ def _step(checkpoint: Path, requests: list[bytes], reps: int) -> dict[str, Any]:
     }
 
 
-def _encoder_step(checkpoint: Path, requests: list[bytes], reps: int) -> dict[str, Any]:
-    """CPU ms per request of the task encoder's step (one forward pass writes the context):
-    one request at a time (the trainer's path) vs vmapped over a micro-batch."""
+def _encoder_step(checkpoint: Path, reps: int) -> dict[str, Any]:
+    """CPU ms per request of the task encoder's step (one forward pass writes the context) on
+    a micro-batch of small requests (2 episodes x 100 steps, so that all 8 share one vmap
+    call, see `Adapter.adapt_many`): the trainer's path and the direct step one request at a
+    time, and the batched step."""
     from avatar_meta.serve import wire
     from avatar_meta.serve.adapter import Adapter
 
     adapter = Adapter(checkpoint)
-    views = [wire.decode_adapt_request(requests[i % len(requests)]) for i in range(MAX_BATCH)]
+    views = [wire.decode_adapt_request(_request(i, 2, 100)) for i in range(MAX_BATCH)]
     batches = adapter.to_batches(views)
-    alone = _cpu_ms(lambda: [adapter.reference_adapt(b) for b in batches], reps) / len(batches)
-    together = _cpu_ms(lambda: adapter.adapt_many(batches), reps) / len(batches)
+    n = len(batches)
+    trainer = _cpu_ms(lambda: [adapter.reference_adapt(b) for b in batches], reps) / n
+    alone = _cpu_ms(lambda: [adapter.adapt_many([b]) for b in batches], reps) / n
+    together = _cpu_ms(lambda: adapter.adapt_many(batches), reps) / n
     return {
+        "steps_per_request": 200,
+        "trainer_path_cpu_ms_per_request": trainer,
         "one_at_a_time_cpu_ms_per_request": alone,
         "batched_cpu_ms_per_request": together,
-        "batch_size": len(batches),
+        "batch_size": n,
+        "speedup_direct_vs_trainer_path": trainer / alone,
         "speedup_batched": alone / together,
         "baseline": "one_at_a_time_cpu_ms_per_request",
     }
@@ -369,7 +377,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         onnx = _onnx(checkpoint, 2 if quick else 10)
         step = _step(checkpoint, requests, 2 if quick else 10)
         encoder = make_checkpoint(folder / "encoder.pt", hidden=HIDDEN, algorithm="encoder")
-        encoder_step = _encoder_step(encoder, requests, 2 if quick else 10)
+        encoder_step = _encoder_step(encoder, 2 if quick else 10)
         floor = _compute_floor(2 if quick else 10)
     head = by_clients["16"]
     for entry in by_clients.values():

@@ -352,10 +352,11 @@ class Adapter:
         MAML/FOMAML/Meta-SGD (the run's first-order PG step with `fast.actor_pg_loss`, the
         same loss without the critic) and the task encoder (its forward pass):
         `torch.func.vmap` over groups of consecutive batches, zero-weight padded to a common
-        length (`stack_batches`); the meta-params are shared, not copied per task. A group holds at most `vmap_rows` padded rows: measured on this
-        CPU, vmap over small requests saves 30-60% (per-op overhead amortised), but over
-        more than ~8k rows it is slower than one request at a time (the activations of a
-        [K, N, 128] batch fall out of cache), so a 4000-step request runs alone.
+        length (`stack_batches`); the meta-params are shared, not copied per task. A group
+        holds at most `vmap_rows` padded rows: measured on this CPU, vmap over small
+        requests saves 30-60% (per-op overhead amortised), but over more than ~8k rows it is
+        slower than one request at a time (the activations of a [K, N, 128] batch fall out
+        of cache), so a 4000-step request runs alone.
         Reptile: the trainer's own adapt function, one batch at a time.
         """
         if self._step is None or self._step_many is None:
