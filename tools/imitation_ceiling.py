@@ -1,7 +1,7 @@
 """How far the policy class gets when it is *told* the hidden parameters (docs/training.md,
 "The ceiling of a memoryless policy").
 
-usage: python tools/imitation_ceiling.py NAME TOTAL_S CHUNK_S [STUDENT_S SUPPORT]
+usage: python tools/imitation_ceiling.py NAME TOTAL_S CHUNK_S [STUDENT_S SUPPORT [OVERRIDES]]
 
 No meta-learning and no inference: the demo's policy (2x64 tanh MLP, config/demo.yaml) gets a
 task context that is the true task code (`tasks.task_code`) and the family one-hot, and
@@ -24,6 +24,7 @@ context) and the score after one inference from 10 support episodes, acting with
 action and with sampled actions.
 """
 
+import json
 import sys
 import time
 
@@ -51,11 +52,13 @@ name, total, chunk = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 student_s = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
 support_arg = sys.argv[5] if len(sys.argv) > 5 else "both"
 support_modes = ["prior", "sample"] if support_arg == "both" else [support_arg]
+extra = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
 N_FAMILIES, TASKS_PER_ITERATION, EPOCHS, MINIBATCHES = 6, 120, 10, 8
 overrides = {
     "env.inprocess": True,
     "policy.context_size": TASK_CODE_SIZE + N_FAMILIES,
     "tasks.n_train": 3000,  # the student memorises a small pool (docs/training.md)
+    **extra,
 }
 config = load_config("config/demo.yaml", overrides)
 dist = config.task_distribution()
