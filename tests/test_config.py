@@ -83,6 +83,23 @@ def test_overrides_none_keeps_file_value(tmp_path: Path) -> None:
         ({"meta": {"outer_lr_final_scale": 0}}, ["meta.outer_lr_final_scale", "(0, 1]"]),
         ({"eval": {"stability_repeats": -1}}, ["eval.stability_repeats", "use 0"]),
         ({"meta": {"algorithms": ["encoder"]}}, ["encoder", "policy.context_size"]),
+        ({"meta": {"algorithms": ["search"]}}, ["policy.context_size = 0", "search", ": 9"]),
+        (
+            {
+                "meta": {"algorithms": ["search"], "per_family": False},
+                "policy": {"context_size": 9},
+            },
+            ["meta.per_family = false", "search", "meta.per_family: true"],
+        ),
+        (
+            {
+                "meta": {"algorithms": ["search"]},
+                "policy": {"context_size": 9},
+                "tasks": {"n_train": 30},
+                "eval": {"episodes_per_step": 10},
+            },
+            ["tasks.n_train = 30", "tasks.n_train >= 60"],
+        ),
         (
             {
                 "meta": {"algorithms": ["encoder"], "encoder_hidden": 0},

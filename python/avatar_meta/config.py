@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avatar_meta.tasks import ALL_FAMILIES, TaskDistribution, TaskError
+from avatar_meta.tasks import ALL_FAMILIES, TASK_CODE_SIZE, TaskDistribution, TaskError
 from avatar_meta.typed_config import ConfigError, build_dataclass
 
-ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "encoder")
+ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "encoder", "search")
 OUTER_LOSSES = ("ppo", "imitation", "ppo+imitation")
 BASELINE_METHODS = ("random", "oracle", "ppo_scratch", "multitask_finetune")
 MAX_EPISODES_PER_STEP = 20
@@ -359,6 +359,28 @@ def dump_config(config: RunConfig, path: str | Path | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 # semantic checks
 # ---------------------------------------------------------------------------------------------
+def _check_search(c: RunConfig) -> None:
+    """Strategy search's policy reads the true task code as its context, and its probes are
+    the codes of a family's training tasks, one per support episode."""
+    if c.policy.context_size != TASK_CODE_SIZE:
+        raise ConfigError(
+            f"policy.context_size = {c.policy.context_size}: meta.algorithms lists search, whose "
+            f"policy reads the task code as its context; set policy.context_size: {TASK_CODE_SIZE}"
+        )
+    if not c.meta.per_family:
+        raise ConfigError(
+            "meta.per_family = false: search needs one policy per family (the task code does "
+            "not name the family); set meta.per_family: true"
+        )
+    families = len(c.task_distribution().train_families)
+    if c.tasks.n_train < families * c.eval.episodes_per_step:
+        raise ConfigError(
+            f"tasks.n_train = {c.tasks.n_train}: search draws eval.episodes_per_step "
+            f"({c.eval.episodes_per_step}) hypotheses per family from the training tasks; "
+            f"use tasks.n_train >= {families * c.eval.episodes_per_step}"
+        )
+
+
 def _positive(value: float, where: str, fix: str = "use a value > 0") -> None:
     if not value > 0:
         raise ConfigError(f"{where} = {value!r} must be > 0; {fix}")
@@ -502,6 +524,8 @@ def validate(c: RunConfig) -> None:
             "policy.context_size (e.g. 8)"
         )
     _positive(m.encoder_hidden, "meta.encoder_hidden", "use a whole number >= 1, e.g. 64")
+    if "search" in m.algorithms:
+        _check_search(c)
     if m.encoder_task_weight < 0:
         raise ConfigError(
             f"meta.encoder_task_weight = {m.encoder_task_weight}: use 0 (off) or a weight > 0"

@@ -15,6 +15,8 @@ DESCRIPTIONS = {
     "metasgd": "Meta-SGD: meta-learned start and per-weight step sizes",
     "encoder": "task encoder: reads the scenario off the first episodes in one pass (no "
     "gradient step)",
+    "search": "strategy search: a policy trained for every scenario setting; the first episodes "
+    "each try one setting and the best one is kept",
     "pre_adapt": "the best meta-learner before any adaptation (no experience of the task)",
     "ppo_scratch": "PPO from a fresh policy with the same experience per task",
     "multitask_finetune": "one policy trained on all training scenarios, then fine-tuned like "

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-META_METHODS = ("maml", "fomaml", "reptile", "metasgd", "encoder")
+META_METHODS = ("maml", "fomaml", "reptile", "metasgd", "encoder", "search")
 REQUIRED_METHODS = (*META_METHODS, "pre_adapt", "ppo_scratch", "multitask_finetune", "oracle")
 """Methods the summary always lists (null scores where a method did not run)."""
 REFERENCE_METHODS = ("random", "oracle")

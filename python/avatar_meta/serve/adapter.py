@@ -69,7 +69,7 @@ def resolve_checkpoint(
     run_id: str | None, results_dir: str | Path = "results", checkpoint: str | Path | None = None
 ) -> Path:
     """`--checkpoint PATH` wins; else the first of results/<run-id>/checkpoints/{maml,fomaml,
-    metasgd,reptile,encoder}.pt that exists. FileNotFoundError naming what was looked for."""
+    metasgd,reptile,encoder,search}.pt that exists. FileNotFoundError naming what was looked for."""
     if checkpoint is not None:
         path = Path(checkpoint)
         if not path.is_file():
@@ -78,7 +78,7 @@ def resolve_checkpoint(
     if not run_id:
         raise FileNotFoundError("pass --run-id ID (or --checkpoint PATH)")
     folder = Path(results_dir) / run_id / "checkpoints"
-    for name in ("maml", "fomaml", "metasgd", "reptile", "encoder"):
+    for name in ("maml", "fomaml", "metasgd", "reptile", "encoder", "search"):
         if (folder / f"{name}.pt").is_file():
             return folder / f"{name}.pt"
     raise FileNotFoundError(f"no checkpoint in {folder} (train the run first)")
@@ -145,6 +145,12 @@ class Adapter:
         ck: dict[str, Any] = torch.load(Path(checkpoint), map_location="cpu", weights_only=False)
         self.config: RunConfig = config_from_dict(ck["config"])
         self.algorithm: str = ck["algorithm"]
+        if self.algorithm == "search":
+            raise ValueError(
+                f"{checkpoint} is a strategy-search run: it adapts by running one probe policy "
+                "per support episode, which this service does not stream yet; evaluate it with "
+                "`avatar-meta evaluate`, or serve a maml, fomaml, metasgd, reptile or encoder run"
+            )
         self.spec: PolicySpec = self.config.policy_spec()
         self.policy = Policy(self.spec)
         self.family = select_family(ck, family, checkpoint)

@@ -16,7 +16,9 @@ Adaptation rule per algorithm
 - reptile: its own inner optimiser (k PPO-SGD steps on the episodes), which is what its
   initialisation was trained for;
 - encoder: one forward pass of the task encoder over every episode seen so far (the adapted
-  params carry the pooled statistics) writes the task context.
+  params carry the pooled statistics) writes the task context;
+- search: step 0's episodes each act with one probe context (a hypothesis about the task),
+  every later step acts with the best probe so far (`evaluate_search`, `meta.search`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from avatar_meta.envs.rollouts import CollectStats, TaskEnv, collect
 from avatar_meta.meta.core import map_tasks
 from avatar_meta.meta.encoder import encoder_adapt
 from avatar_meta.meta.reptile import reptile_adapt
+from avatar_meta.meta.search import CONTEXT, ProbeSearch, cover, task_contexts
 from avatar_meta.rl import Buffers, Params, Policy, make_pg_loss
 from avatar_meta.tasks import Task
 from avatar_meta.training.common import (
@@ -141,6 +144,77 @@ def evaluate_tasks(
     ]
 
 
+def evaluate_search(
+    env: TaskEnv,
+    policy: Policy,
+    init: Params,
+    buffers: Buffers,
+    probes: torch.Tensor,
+    tasks: Sequence[Task],
+    config: RunConfig,
+    method: str,
+    seed: int = 0,
+    adapted_out: dict[str, Params] | None = None,
+) -> list[HeldoutRecord]:
+    """`evaluate_tasks` for strategy search: `probes` [K, P, C] are each task's hypotheses,
+    P = `eval.episodes_per_step`. Step 0 runs one episode per probe (task k is listed P times,
+    entry (k, e) acting with probe e); steps 1.. act with the best probe so far."""
+    generator = torch.Generator().manual_seed(seed)
+    k, p = probes.shape[:2]
+    search = ProbeSearch.start(probes)
+    start = time.perf_counter()
+    probing = {n: v.repeat_interleave(p, 0) for n, v in init.items()}
+    probing[CONTEXT] = probes.reshape(k * p, -1)
+    act = per_task_policy_fn(policy, probing, buffers, generator)
+    rolls = collect(env, act, [t for t in tasks for _ in range(p)], 1, stats=CollectStats())
+    first = np.array([r.episode_return[0] for r in rolls]).reshape(k, p)
+    search.record_probes(first)
+    returns = [first.mean(1)]
+    steps = np.array([r.env_steps for r in rolls]).reshape(k, p).sum(1)
+    stacked = init
+    for _ in range(config.eval.adaptation_steps):
+        arm = search.best()
+        stacked = {**init, CONTEXT: search.contexts(arm)}
+        act = per_task_policy_fn(policy, stacked, buffers, generator)
+        rolls = collect(env, act, tasks, config.eval.episodes_per_step, stats=CollectStats())
+        step_returns = np.stack([r.episode_return for r in rolls])
+        search.record(arm, step_returns)
+        returns.append(step_returns.mean(1))
+        steps += np.array([r.env_steps for r in rolls])
+    wall = (time.perf_counter() - start) / max(len(tasks), 1)
+    if adapted_out is not None:
+        adapted_out[method] = stacked
+    by_task = np.stack(returns, axis=1)
+    return [
+        make_record(task, method, by_task[i].tolist(), int(steps[i]), wall)
+        for i, task in enumerate(tasks)
+    ]
+
+
+def search_probes(config: RunConfig, tasks: Sequence[Task]) -> torch.Tensor:
+    """[K, P, C]: each task's probes, the k-centre cover of its family's training-task codes
+    with P = `eval.episodes_per_step` (deterministic: the training tasks follow the seed)."""
+    by_family: dict[str, list[Task]] = {}
+    for t in config.task_distribution().train_tasks():
+        by_family.setdefault(t.family, []).append(t)
+    p = config.eval.episodes_per_step
+    covers = {}
+    for family in sorted({t.family for t in tasks}):
+        if family not in by_family:
+            raise ValueError(
+                f"search: no training tasks of family {family!r} to draw hypotheses from; "
+                "strategy search adapts only to families it was trained on"
+            )
+        codes = cover(task_contexts(by_family[family]), p)
+        if len(codes) < p:
+            raise ValueError(
+                f"search: family {family!r} has {len(codes)} training tasks, fewer than "
+                f"eval.episodes_per_step ({p}); raise tasks.n_train or lower episodes_per_step"
+            )
+        covers[family] = codes
+    return torch.stack([covers[t.family] for t in tasks])
+
+
 def grouped_adapt_fn(fns: dict[str, AdaptFn], keys: Sequence[str]) -> AdaptFn:
     """One AdaptFn over a mixed stack: task i adapts with `fns[keys[i]]` (per-family
     meta-policies have their own adaptation rule, e.g. Meta-SGD's learned step sizes)."""
@@ -196,11 +270,16 @@ def evaluate_loaded(
             f"checkpoint of {algorithm} has no meta-policy for {missing}; it was trained on "
             f"{sorted(by_key)}"
         )
+    init = {n: torch.stack([by_key[k][n] for k in keys]) for n in by_key[keys[0]]}
+    if algorithm == "search":
+        probes = search_probes(config, tasks)
+        return evaluate_search(
+            env, policy, init, ck["buffers"], probes, tasks, config, method, seed, adapted_out
+        )
     fns = {
         key: make_adapt_fn(algorithm, config, policy, ck["buffers"], lrs_by_key.get(key))
         for key in set(keys)
     }
-    init = {n: torch.stack([by_key[k][n] for k in keys]) for n in by_key[keys[0]]}
     return evaluate_tasks(
         env,
         policy,

@@ -64,6 +64,7 @@ from avatar_meta.meta import (
     policy_losses,
 )
 from avatar_meta.meta.encoder import EncoderConfig, TaskEncoder, init_encoder
+from avatar_meta.meta.search import CONTEXT, ContextImitation, task_contexts
 from avatar_meta.report.metrics import is_best_window
 from avatar_meta.rl import Buffers, Params, Policy, PPOConfig, update_obs_stats
 from avatar_meta.rl.losses import GuidedBatch, RLBatch, make_guided_loss, make_ppo_loss
@@ -215,6 +216,11 @@ def build_learner(algorithm: str, config: RunConfig, policy: Policy, buffers: Bu
             m.encoder_hidden, _code_size(config), m.encoder_task_weight, m.use_vmap
         )
         return TaskEncoder(policy, buffers, outer, encoder)
+    if algorithm == "search":
+        imitation = make_guided_loss(
+            policy, buffers, None, m.imitation_weight, m.imitation_gesture_weight, m.vf_coef
+        )
+        return ContextImitation(imitation, m.use_vmap)
     if algorithm == "reptile":
         rcfg = ReptileConfig(
             inner_lr=m.reptile_inner_lr,
@@ -399,7 +405,10 @@ def train_algorithm(
         groups = task_groups(keys)
         stats = CollectStats()
         # 2. support episodes with each task's meta-policy ----------------------------------
-        act = per_task_policy_fn(policy, state.task_init(keys), state.buffers, state.generator)
+        init = state.task_init(keys)
+        if algorithm == "search":  # strategy search trains the policy told the task
+            init[CONTEXT] = task_contexts(tasks)
+        act = per_task_policy_fn(policy, init, state.buffers, state.generator)
         support_roll = collect(env, act, tasks, m.support_episodes, stats=stats)
         t_learn = time.perf_counter()
         support = rollouts_to_tasks(support_roll, m.gamma, m.gae_lambda)
@@ -420,6 +429,12 @@ def train_algorithm(
             log["grad_norm"] = _clip_per_key(state.params, groups, 1e9)
             state.optimizer.step()
             log["meta_loss"] = meta_loss
+            post = None
+        elif algorithm == "search":
+            # 3'-5'. no inner step: the support episodes acted with each task's true context,
+            # and the policy imitates the expert's labels of their states (DAgger)
+            guided = rollouts_to_guided(support_roll, m.gamma, m.gae_lambda)
+            log |= outer_epochs(state, learner, groups, guided.rl, guided, m)
             post = None
         else:
             # 3. adapt per task (no grad, vmap within each family) ---------------------------
@@ -444,29 +459,7 @@ def train_algorithm(
             rows = torch.cat([rows, all_obs(query_roll)])
             post = mean_returns(query_roll)
             # 5. outer PPO-clip epochs through the inner step -------------------------------
-            parts = {
-                key: task_minibatches(
-                    TaskBatch(take_tasks(support, index), take_tasks(query, index)),
-                    m.outer_minibatches,
-                    state.generator,
-                )
-                for key, index in groups.items()
-            }
-            losses = []
-            for _ in range(m.outer_epochs):
-                for j in range(max(len(p) for p in parts.values())):
-                    state.optimizer.zero_grad()
-                    epoch_loss = 0.0
-                    for key, key_parts in parts.items():
-                        if j < len(key_parts):
-                            grads, loss = learner.meta_grad(state.params[key], key_parts[j])
-                            _assign(state.params[key], grads)
-                            epoch_loss += float(loss.detach()) / len(parts)
-                    log["grad_norm"] = _clip_per_key(state.params, groups, m.max_grad_norm)
-                    state.optimizer.step()
-                    losses.append(epoch_loss)
-            log["meta_loss"] = losses[-1]
-            log["meta_loss_first_epoch"] = losses[0]
+            log |= outer_epochs(state, learner, groups, support, query, m)
         # 6. normalisation statistics ------------------------------------------------------
         state.buffers = update_obs_stats(state.buffers, rows)
         learn_s += time.perf_counter() - t_learn
@@ -493,6 +486,41 @@ def train_algorithm(
     if progress is not None:  # a time-budget stop ends the bar where training ended
         progress.update(task_bar, total=state.iteration, completed=state.iteration)
     return state
+
+
+def outer_epochs(
+    state: MetaState,
+    learner: Any,
+    groups: dict[str, torch.Tensor],
+    support: Any,
+    query: Any,
+    m: Any,
+) -> dict[str, float]:
+    """`m.outer_epochs` passes of `m.outer_minibatches` Adam steps over the meta-batch; each
+    step sums every family's meta-gradient on its share of the minibatch, clipped per family.
+    Returns the logged losses and the last gradient norm."""
+    parts = {
+        key: task_minibatches(
+            TaskBatch(take_tasks(support, index), take_tasks(query, index)),
+            m.outer_minibatches,
+            state.generator,
+        )
+        for key, index in groups.items()
+    }
+    losses, grad_norm = [], 0.0
+    for _ in range(m.outer_epochs):
+        for j in range(max(len(p) for p in parts.values())):
+            state.optimizer.zero_grad()
+            step_loss = 0.0
+            for key, key_parts in parts.items():
+                if j < len(key_parts):
+                    grads, loss = learner.meta_grad(state.params[key], key_parts[j])
+                    _assign(state.params[key], grads)
+                    step_loss += float(loss.detach()) / len(parts)
+            grad_norm = _clip_per_key(state.params, groups, m.max_grad_norm)
+            state.optimizer.step()
+            losses.append(step_loss)
+    return {"grad_norm": grad_norm, "meta_loss": losses[-1], "meta_loss_first_epoch": losses[0]}
 
 
 def time_budget(

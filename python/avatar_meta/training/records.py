@@ -6,8 +6,8 @@ them. Keep the keys exactly as below: they are the format of `metrics.json["held
 
 - task: `Task.to_dict()` of the held-out task.
 - task_id, family: copied out of `task` for easy grouping.
-- method: "maml", "fomaml", "reptile", "metasgd", "encoder", "pre_adapt", "ppo_scratch",
-  "multitask_finetune", "oracle", ...
+- method: "maml", "fomaml", "reptile", "metasgd", "encoder", "search", "pre_adapt",
+  "ppo_scratch", "multitask_finetune", "oracle", ...
 - return_by_step: mean episode return of the evaluation episodes before adaptation (index 0)
   and after 1, 2, 3 adaptation steps.
 - env_steps: environment steps (agent decisions) this method spent on this task

@@ -1,0 +1,145 @@
+"""Strategy search: a policy told the task, and adaptation as a search over task hypotheses.
+
+Yu, Liu & Turk 2019, "Policy Transfer with Strategy Optimization" (SO-CMA): train one
+policy conditioned on the task's parameters, then adapt to a new task by searching the
+*input* of that policy with returns, instead of changing its weights. Here:
+
+Meta-training (the policy). The task context c is the task's code (`tasks.task_code`: each
+integer hidden parameter one-hot, each continuous one scaled to [-1, 1], then the body). The
+meta-policy of each family acts on its training tasks with their true c, and learns by
+DAgger (Ross, Gordon & Bagnell 2011): the scripted expert (`world.observed_expert`) labels
+every state the policy visited and the policy imitates those labels for a few epochs. This
+is the loop's outer update with no inner step; `ContextImitation` is its learner. The
+true parameters are used in meta-training only (the world was told them).
+
+Adaptation (rewards only). The hypotheses are the codes of the family's training tasks,
+thinned to P probes by a k-centre cover (`cover`, Gonzalez 1985) so that every discrete
+choice and the ends of every range are represented. Then, per held-out task (`ProbeSearch`):
+  - support episodes (step 0): episode e acts with probe e, so each episode tests one
+    hypothesis and its return confirms or refutes it (what PEARL's posterior sampling does
+    for its support episodes; Rakelly et al. 2019);
+  - every step after: act with the best probe so far and add the episodes to its record. The
+    best is the highest *shrunk* mean return (sum + m0) / (count + 1), where m0 is the mean
+    return of all probes: one lucky episode of an untried probe must not outrank a probe
+    measured twenty times (empirical Bayes with one pseudo-episode).
+The adapted policy is the meta-policy with c set to the chosen probe; exports fold c into
+the first layer's bias (`rl.policy.fold_context`) and ignore the `search.*` tensors.
+
+Why: a gradient step (MAML) or an encoder fed with episodes that all act on the family's
+average guess learns little about discrete parameters (which landmark, which gesture): those
+episodes never go anywhere near the right answer. Measured in docs/training.md ("Strategy
+search").
+
+Gotchas
+- The policy can only be as good as imitation makes it in the budget; the search then picks
+  among its behaviours. A held-out task between training tasks gets the nearest probe's
+  behaviour: continuous parameters are quantised to the P probes.
+- Step 0 runs P different policies on one task, one episode each. The adaptation service
+  does not serve this yet (the engine would need the P probe policies; `serve.adapter`
+  refuses search checkpoints with that message); `avatar-meta evaluate` and the training
+  run's held-out evaluation do it trainer-side.
+- The policy's log-std is not trained by imitation: give it a low `policy.log_std_init`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from avatar_meta import contract
+from avatar_meta.meta.core import LossFn, Params, TaskBatch, map_tasks
+from avatar_meta.rl.losses import GuidedBatch
+from avatar_meta.tasks import Task, task_code
+
+CONTEXT = "actor.context"
+
+
+def task_contexts(tasks: Sequence[Task]) -> Tensor:
+    """The true context of each task (its code), [K, TASK_CODE_SIZE] float32."""
+    return torch.from_numpy(np.stack([task_code(t) for t in tasks]))
+
+
+BODY_WEIGHT = 0.25
+"""Weight of the body's three numbers in the cover's distance: the probes should span the
+family's own parameters (every landmark, every route) before the body's range."""
+
+
+def cover(codes: Tensor, n: int) -> Tensor:
+    """A k-centre cover of task codes [N, TASK_CODE_SIZE]: n of them, each the farthest from
+    those chosen before it, starting from the one nearest the mean (greedy, deterministic;
+    body dimensions weighted by `BODY_WEIGHT`). [min(n, N), C]"""
+    weights = torch.ones(codes.shape[1])
+    weights[-len(contract.BODY_PARAMS) :] = BODY_WEIGHT
+    points = codes * weights
+    first = int((points - points.mean(0)).norm(dim=1).argmin())
+    chosen = [first]
+    distance = (points - points[first]).norm(dim=1)
+    while len(chosen) < min(n, len(codes)):
+        far = int(distance.argmax())
+        chosen.append(far)
+        distance = torch.minimum(distance, (points - points[far]).norm(dim=1))
+    return codes[chosen]
+
+
+@dataclass(frozen=True)
+class ContextImitation:
+    """The outer update of strategy search: imitation of the expert by the policy told each
+    task's true context (the query batch's `task_code`). No inner step, so no support batch
+    is read and there are no second-order terms."""
+
+    loss: LossFn
+    """Per-task guided loss with imitation only (`rl.losses.make_guided_loss` with ppo None)."""
+    use_vmap: bool = True
+
+    def meta_loss(self, params: Params, tasks: TaskBatch) -> Tensor:
+        def one(p: Params, batch: GuidedBatch) -> Tensor:
+            # every row carries its task's code; row 0 is always a real transition
+            return self.loss({**p, CONTEXT: batch.task_code[0]}, batch)
+
+        losses: Tensor = map_tasks(one, (None, 0), self.use_vmap)(params, tasks.query)
+        return losses.mean()
+
+    def meta_grad(self, params: Params, tasks: TaskBatch) -> tuple[Params, Tensor]:
+        grads, loss = torch.func.grad_and_value(self.meta_loss)(params, tasks)
+        return grads, loss
+
+
+@dataclass
+class ProbeSearch:
+    """The search state of K held-out tasks over P probes each (module docstring)."""
+
+    probes: Tensor
+    """[K, P, C] the probe contexts of each task (its family's cover)."""
+    total: np.ndarray
+    """[K, P] sum of the returns each probe earned."""
+    count: np.ndarray
+    """[K, P] episodes each probe ran."""
+
+    @staticmethod
+    def start(probes: Tensor) -> ProbeSearch:
+        k, p = probes.shape[:2]
+        return ProbeSearch(probes, np.zeros((k, p)), np.zeros((k, p)))
+
+    def record_probes(self, returns: np.ndarray) -> None:
+        """Step 0: `returns` [K, P], the one episode each probe ran."""
+        self.total += returns
+        self.count += 1
+
+    def best(self) -> np.ndarray:
+        """[K] index of each task's best probe by shrunk mean return."""
+        prior = (self.total.sum(1) / np.maximum(self.count.sum(1), 1))[:, None]
+        return np.argmax((self.total + prior) / (self.count + 1), axis=1)
+
+    def record(self, arm: np.ndarray, returns: np.ndarray) -> None:
+        """Steps 1..: every episode of task k [K, E] ran probe `arm[k]`."""
+        rows = np.arange(len(arm))
+        self.total[rows, arm] += returns.sum(1)
+        self.count[rows, arm] += returns.shape[1]
+
+    def contexts(self, arm: np.ndarray) -> Tensor:
+        """[K, C] the contexts of the chosen probes."""
+        return self.probes[torch.arange(len(arm)), torch.from_numpy(arm)]

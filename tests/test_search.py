@@ -1,0 +1,167 @@
+"""Strategy search (meta/search.py): the probe cover, the best-probe rule, the imitation
+learner, and a run through the loop, the held-out evaluation, resume and the exports."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avatar_meta.config import config_from_dict
+from avatar_meta.meta import TaskBatch
+from avatar_meta.meta.search import CONTEXT, ContextImitation, ProbeSearch, cover, task_contexts
+from avatar_meta.rl import Policy, PolicySpec, make_batch
+from avatar_meta.rl.losses import GuidedBatch, make_guided_loss, stack_guided
+from avatar_meta.tasks import TASK_CODE_SIZE, Task, TaskDistribution
+
+torch.set_num_threads(1)
+
+
+def family_tasks(family: str, n: int = 300) -> list[Task]:
+    dist = TaskDistribution(n_train=n, n_heldout=6, families=[family], seed=3)
+    return dist.train_tasks()
+
+
+@pytest.mark.parametrize(("family", "choices"), [("reach_landmark", 3), ("patrol", 6)])
+def test_the_cover_tries_every_discrete_choice_first(family: str, choices: int) -> None:
+    """With as many probes as choices, every landmark / every route is a probe, although the
+    body's three continuous numbers spread the codes further apart."""
+    tasks = family_tasks(family)
+    probes = cover(task_contexts(tasks), choices)
+    assert probes.shape == (choices, TASK_CODE_SIZE)
+    assert len({int(p[:choices].argmax()) for p in probes}) == choices
+    again = cover(task_contexts(tasks), choices)
+    assert torch.equal(probes, again)
+
+
+def test_the_cover_is_spread_out_and_made_of_training_codes() -> None:
+    codes = task_contexts(family_tasks("keep_distance"))
+    probes = cover(codes, 20)
+    assert all(any(torch.equal(p, c) for c in codes) for p in probes)
+    gaps = torch.cdist(probes, probes) + torch.eye(20) * 1e9
+    random = codes[torch.randperm(len(codes), generator=torch.Generator().manual_seed(0))[:20]]
+    random_gaps = torch.cdist(random, random) + torch.eye(20) * 1e9
+    assert gaps.min() > random_gaps.min()
+    assert cover(codes[:5], 20).shape[0] == 5  # never more probes than codes
+
+
+def test_the_best_probe_shrinks_one_lucky_episode() -> None:
+    """A probe measured 21 times (mean 9) beats one tried once (9.5) when the other probes
+    earned 0: one pseudo-episode at the task's mean pulls the single try down."""
+    search = ProbeSearch.start(torch.eye(20)[None])
+    first = np.zeros((1, 20))
+    first[0, 3], first[0, 7] = 9.0, 9.5
+    search.record_probes(first)
+    assert search.best().tolist() == [7]
+    search.record(np.array([3]), np.full((1, 20), 9.0))
+    assert search.best().tolist() == [3]
+    assert torch.equal(search.contexts(search.best()), torch.eye(20)[3][None])
+    assert search.count.sum() == 40
+
+
+def guided(n: int, code: torch.Tensor, seed: int, spec: PolicySpec) -> GuidedBatch:
+    g = torch.Generator().manual_seed(seed)
+    rl = make_batch(
+        torch.randn(n, spec.obs_size, generator=g),
+        torch.zeros(n, spec.num_discrete, dtype=torch.bool),
+        torch.randn(n, spec.num_continuous, generator=g),
+        torch.randint(0, spec.num_discrete, (n,), generator=g),
+        torch.randn(n, generator=g),
+        torch.randn(n, generator=g),
+        torch.zeros(n),
+        torch.zeros(n),
+    )
+    expert_cont = torch.rand(n, spec.num_continuous, generator=g) * 2 - 1
+    expert_gesture = torch.randint(0, spec.num_discrete, (n, 1), generator=g)
+    return GuidedBatch(rl, expert_cont, expert_gesture, code.expand(n, -1))
+
+
+def test_context_imitation_reads_each_tasks_code() -> None:
+    """The loss sets the policy's context to the batch's task code: changing the code changes
+    the loss, the context parameter itself gets no gradient, the weights do."""
+    spec = PolicySpec(hidden=(16, 16), context_size=TASK_CODE_SIZE)
+    policy = Policy(spec)
+    params, buffers = policy.init(seed=0)
+    learner = ContextImitation(make_guided_loss(policy, buffers, None), use_vmap=True)
+    codes = torch.randn(2, TASK_CODE_SIZE, generator=torch.Generator().manual_seed(1))
+    stack = [guided(12, codes[i], i, spec) for i in range(2)]
+    query = stack_guided(stack)
+    batch = TaskBatch(query.rl, query)
+    grads, loss = learner.meta_grad(params, batch)
+    assert math.isfinite(float(loss))
+    assert float(grads[CONTEXT].abs().sum()) == 0.0
+    assert float(grads["actor.0.weight"].abs().sum()) > 0.0
+    swapped = GuidedBatch(
+        query.rl, query.expert_cont, query.expert_gesture, query.task_code.flip(0)
+    )
+    assert float(learner.meta_loss(params, TaskBatch(query.rl, swapped))) != float(loss)
+    looped = ContextImitation(make_guided_loss(policy, buffers, None), use_vmap=False)
+    torch.testing.assert_close(looped.meta_loss(params, batch), loss)
+
+
+SEARCH_RUN = {
+    "env": {"inprocess": True, "num_areas": 12},
+    "tasks": {"n_train": 12, "n_heldout": 6, "families": ["reach_landmark", "follow_visitor"]},
+    "policy": {"context_size": TASK_CODE_SIZE, "log_std_init": -1.5},
+    "meta": {
+        "algorithms": ["search"],
+        "meta_batch_size": 6,
+        "support_episodes": 1,
+        "meta_iterations": 2,
+        "outer_epochs": 4,
+        "outer_minibatches": 1,  # every Adam step on the whole batch: the losses compare
+    },
+    "eval": {"episodes_per_step": 3, "adaptation_steps": 3},
+    "baselines": {"methods": []},
+    "output": {"progress": False, "tensorboard": False},
+}
+
+
+def test_search_trains_resumes_evaluates_and_exports(tmp_path: Path) -> None:
+    """The loop imitates the expert with each task's true code (the loss falls within an
+    iteration), `--resume` continues, the held-out evaluation runs one episode per probe and
+    then the best probe, whose context is the adapted policy's; exports meet the Sentis
+    contract; the adaptation service refuses the checkpoint with a message."""
+    from tests.test_training import assert_run_exports_meet_the_sentis_contract
+
+    from avatar_meta.rl import Policy
+    from avatar_meta.serve.adapter import Adapter
+    from avatar_meta.training.checkpoints import checkpoint_path, load_checkpoint
+    from avatar_meta.training.common import make_env
+    from avatar_meta.training.evaluate import evaluate_search, search_probes
+    from avatar_meta.training.meta_loop import train_algorithm
+    from avatar_meta.training.records import validate_record
+
+    config = config_from_dict(SEARCH_RUN)
+    env = make_env(config)
+    state = train_algorithm("search", config, env, tmp_path)
+    assert state.iteration == 2
+    assert all(e["meta_loss"] < e["meta_loss_first_epoch"] for e in state.curve)
+    more = {**SEARCH_RUN, "meta": {**SEARCH_RUN["meta"], "meta_iterations": 3}}
+    resumed = train_algorithm("search", config_from_dict(more), env, tmp_path, resume=True)
+    assert resumed.iteration == 3
+
+    heldout = config.task_distribution().heldout()
+    probes = search_probes(config, heldout)
+    assert probes.shape == (6, 3, TASK_CODE_SIZE)
+    ck = load_checkpoint(checkpoint_path(tmp_path, "search"))
+    keys = [t.family for t in heldout]
+    init = {n: torch.stack([ck["params_by_key"][k][n] for k in keys]) for n in ck["params"]}
+    adapted: dict[str, dict[str, torch.Tensor]] = {}
+    policy = Policy(config.policy_spec())
+    records = evaluate_search(
+        env, policy, init, ck["buffers"], probes, heldout, config, "search", 0, adapted
+    )
+    env.close()
+    for i, r in enumerate(records):
+        validate_record(dict(r))
+        assert r["method"] == "search" and len(r["return_by_step"]) == 4
+        assert r["env_steps"] >= 3 * 4  # 3 probe episodes, then 3 x 3 episodes
+        chosen = adapted["search"][CONTEXT][i]
+        assert any(torch.equal(chosen, p) for p in probes[i])
+    assert_run_exports_meet_the_sentis_contract(tmp_path, records, config)
+    with pytest.raises(ValueError, match="strategy-search run.*avatar-meta evaluate"):
+        Adapter(checkpoint_path(tmp_path, "search"), family="reach_landmark")
