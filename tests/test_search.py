@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from avatar_meta.config import config_from_dict
-from avatar_meta.meta import TaskBatch
 from avatar_meta.meta.search import CONTEXT, ContextImitation, ProbeSearch, cover, task_contexts
 from avatar_meta.rl import Policy, PolicySpec, make_batch
 from avatar_meta.rl.losses import GuidedBatch, make_guided_loss, stack_guided
@@ -79,27 +78,35 @@ def guided(n: int, code: torch.Tensor, seed: int, spec: PolicySpec) -> GuidedBat
     return GuidedBatch(rl, expert_cont, expert_gesture, code.expand(n, -1))
 
 
-def test_context_imitation_reads_each_tasks_code() -> None:
-    """The loss sets the policy's context to the batch's task code: changing the code changes
-    the loss, the context parameter itself gets no gradient, the weights do."""
+def test_context_imitation_reads_each_tasks_code_and_updates_per_family() -> None:
+    """The loss sets the policy's context to the batch's task code (changing the code changes
+    the loss; vmap and the per-task loop agree), and one update moves each family's own
+    weights by the gradient of its own tasks only."""
     spec = PolicySpec(hidden=(16, 16), context_size=TASK_CODE_SIZE)
     policy = Policy(spec)
     params, buffers = policy.init(seed=0)
     learner = ContextImitation(make_guided_loss(policy, buffers, None), use_vmap=True)
-    codes = torch.randn(2, TASK_CODE_SIZE, generator=torch.Generator().manual_seed(1))
-    stack = [guided(12, codes[i], i, spec) for i in range(2)]
-    query = stack_guided(stack)
-    batch = TaskBatch(query.rl, query)
-    grads, loss = learner.meta_grad(params, batch)
-    assert math.isfinite(float(loss))
-    assert float(grads[CONTEXT].abs().sum()) == 0.0
-    assert float(grads["actor.0.weight"].abs().sum()) > 0.0
+    codes = torch.randn(3, TASK_CODE_SIZE, generator=torch.Generator().manual_seed(1))
+    batch = stack_guided([guided(12, codes[i], i, spec) for i in range(3)])
+    stacked = {n: v.expand(3, *v.shape) for n, v in params.items()}
+    losses = learner.task_losses(stacked, batch)
+    assert losses.shape == (3,) and torch.isfinite(losses).all()
     swapped = GuidedBatch(
-        query.rl, query.expert_cont, query.expert_gesture, query.task_code.flip(0)
+        batch.rl, batch.expert_cont, batch.expert_gesture, batch.task_code.flip(0)
     )
-    assert float(learner.meta_loss(params, TaskBatch(query.rl, swapped))) != float(loss)
+    assert not torch.allclose(learner.task_losses(stacked, swapped), losses)
     looped = ContextImitation(make_guided_loss(policy, buffers, None), use_vmap=False)
-    torch.testing.assert_close(looped.meta_loss(params, batch), loss)
+    torch.testing.assert_close(looped.task_losses(stacked, batch), losses)
+
+    by_key = {k: {n: v.clone().requires_grad_(True) for n, v in params.items()} for k in "ab"}
+    optimizer = torch.optim.Adam([v for p in by_key.values() for v in p.values()], lr=1e-2)
+    log = learner.update(
+        by_key, ["a", "a", "a"], batch, optimizer, torch.Generator(), 3, 1, max_grad_norm=1.0
+    )
+    assert log["meta_loss"] < log["meta_loss_first_epoch"]
+    assert not torch.equal(by_key["a"]["actor.0.weight"], params["actor.0.weight"])
+    assert torch.equal(by_key["b"]["actor.0.weight"], params["actor.0.weight"])  # no task of b
+    assert torch.equal(by_key["a"][CONTEXT], params[CONTEXT])  # the code replaces it
 
 
 SEARCH_RUN = {

@@ -9,7 +9,7 @@ integer hidden parameter one-hot, each continuous one scaled to [-1, 1], then th
 meta-policy of each family acts on its training tasks with their true c, and learns by
 DAgger (Ross, Gordon & Bagnell 2011): the scripted expert (`world.observed_expert`) labels
 every state the policy visited and the policy imitates those labels for a few epochs. This
-is the loop's outer update with no inner step; `ContextImitation` is its learner. The
+is the loop's outer update with no inner step (`ContextImitation.update`). The
 true parameters are used in meta-training only (the world was told them).
 
 Adaptation (rewards only). The hypotheses are the codes of the family's training tasks,
@@ -48,10 +48,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.utils._pytree as pytree
 from torch import Tensor
 
 from avatar_meta import contract
-from avatar_meta.meta.core import LossFn, Params, TaskBatch, map_tasks
+from avatar_meta.meta.core import LossFn, Params, map_tasks
 from avatar_meta.rl.losses import GuidedBatch
 from avatar_meta.tasks import Task, task_code
 
@@ -88,24 +89,57 @@ def cover(codes: Tensor, n: int) -> Tensor:
 @dataclass(frozen=True)
 class ContextImitation:
     """The outer update of strategy search: imitation of the expert by the policy told each
-    task's true context (the query batch's `task_code`). No inner step, so no support batch
-    is read and there are no second-order terms."""
+    task's true context (the batch's `task_code`). No inner step, so there are no
+    second-order terms, and every family's tasks share one vmapped pass (each task with its
+    family's weights stacked in), not one pass per family."""
 
     loss: LossFn
     """Per-task guided loss with imitation only (`rl.losses.make_guided_loss` with ppo None)."""
     use_vmap: bool = True
 
-    def meta_loss(self, params: Params, tasks: TaskBatch) -> Tensor:
-        def one(p: Params, batch: GuidedBatch) -> Tensor:
+    def task_losses(self, stacked: Params, batch: GuidedBatch) -> Tensor:
+        """[K] the loss of each task's params (stacked [K, ...]) told its own code."""
+
+        def one(p: Params, b: GuidedBatch) -> Tensor:
             # every row carries its task's code; row 0 is always a real transition
-            return self.loss({**p, CONTEXT: batch.task_code[0]}, batch)
+            return self.loss({**p, CONTEXT: b.task_code[0]}, b)
 
-        losses: Tensor = map_tasks(one, (None, 0), self.use_vmap)(params, tasks.query)
-        return losses.mean()
+        losses: Tensor = map_tasks(one, (0, 0), self.use_vmap)(stacked, batch)
+        return losses
 
-    def meta_grad(self, params: Params, tasks: TaskBatch) -> tuple[Params, Tensor]:
-        grads, loss = torch.func.grad_and_value(self.meta_loss)(params, tasks)
-        return grads, loss
+    def update(
+        self,
+        params_by_key: dict[str, Params],
+        keys: Sequence[str],
+        batch: GuidedBatch,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        epochs: int,
+        minibatches: int,
+        max_grad_norm: float,
+    ) -> dict[str, float]:
+        """`epochs` passes of `minibatches` Adam steps over the K tasks of `batch` (task i
+        uses the leaf tensors `params_by_key[keys[i]]`), each family's gradient clipped on
+        its own. Returns the first and last step's loss and the last gradient norm."""
+        names = list(params_by_key[keys[0]])
+        losses, grad_norm = [], 0.0
+        for _ in range(epochs):
+            perm = torch.randperm(len(keys), generator=generator)
+            for part in perm.chunk(max(1, min(minibatches, len(keys)))):
+                rows = part.tolist()
+                stacked = {n: torch.stack([params_by_key[keys[i]][n] for i in rows]) for n in names}
+                chosen = pytree.tree_map(lambda x, index=part: x[index], batch)
+                loss = self.task_losses(stacked, chosen).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                norms = [
+                    torch.nn.utils.clip_grad_norm_(list(params_by_key[k].values()), max_grad_norm)
+                    for k in sorted({keys[i] for i in rows})
+                ]
+                grad_norm = float(max(norms))
+                optimizer.step()
+                losses.append(float(loss.detach()))
+        return {"grad_norm": grad_norm, "meta_loss": losses[-1], "meta_loss_first_epoch": losses[0]}
 
 
 @dataclass

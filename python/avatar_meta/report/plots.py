@@ -88,6 +88,9 @@ def meta_training_curve(curves: Mapping[str, Sequence[Mapping[str, Any]]], path:
             continue
         xs = [float(p.get("env_steps", p.get("iteration", i))) for i, p in enumerate(points)]
         color, _ = _style(method)
+        if any("post_return" not in p for p in points):  # no adaptation in training (search)
+            ax.plot(xs, [p["pre_return"] for p in points], "-", color=color, label=method)
+            continue
         ax.plot(xs, [p["post_return"] for p in points], "-", color=color, label=f"{method} (after)")
         if any(p["pre_return"] != p["post_return"] for p in points):
             ax.plot(

@@ -434,7 +434,16 @@ def train_algorithm(
             # 3'-5'. no inner step: the support episodes acted with each task's true context,
             # and the policy imitates the expert's labels of their states (DAgger)
             guided = rollouts_to_guided(support_roll, m.gamma, m.gae_lambda)
-            log |= outer_epochs(state, learner, groups, guided.rl, guided, m)
+            log |= learner.update(
+                state.params,
+                keys,
+                guided,
+                state.optimizer,
+                state.generator,
+                m.outer_epochs,
+                m.outer_minibatches,
+                m.max_grad_norm,
+            )
             post = None
         else:
             # 3. adapt per task (no grad, vmap within each family) ---------------------------
