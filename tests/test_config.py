@@ -20,7 +20,7 @@ def test_defaults_round_trip_through_yaml(tmp_path: Path) -> None:
     assert again.env.num_envs == 2 and again.meta.algorithms == ["maml", "reptile"]
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "default.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "demo_maml.yaml", "default.yaml"])
 def test_shipped_configs_load(name: str) -> None:
     config = load_config(ROOT / "config" / name)
     assert isinstance(config, RunConfig)
@@ -95,10 +95,17 @@ def test_overrides_none_keeps_file_value(tmp_path: Path) -> None:
             {
                 "meta": {"algorithms": ["search"]},
                 "policy": {"context_size": 9},
-                "tasks": {"n_train": 30},
+                "tasks": {"n_train": 20},
                 "eval": {"episodes_per_step": 10},
             },
-            ["tasks.n_train = 30", "tasks.n_train >= 60"],
+            ["tasks.n_train = 20", "5 hypotheses", "tasks.n_train >= 30"],
+        ),
+        (
+            {
+                "meta": {"algorithms": ["search"], "search_probe_episodes": 11},
+                "policy": {"context_size": 9},
+            },
+            ["meta.search_probe_episodes = 11", "use 1..10"],
         ),
         (
             {

@@ -3,7 +3,7 @@
 
 usage: python tools/imitation_ceiling.py NAME TOTAL_S CHUNK_S [STUDENT_S SUPPORT [OVERRIDES]]
 
-No meta-learning and no inference: the demo's policy (2x64 tanh MLP, config/demo.yaml) gets a
+No meta-learning and no inference: the demo's policy (2x64 tanh MLP, config/demo_maml.yaml) gets a
 task context that is the true task code (`tasks.task_code`) and the family one-hot, and
 learns by DAgger (Ross et al. 2011) in-process: each iteration runs one episode of 120
 training tasks (a 3000-task pool) with the current policy, labels every visited state with the
@@ -60,7 +60,7 @@ overrides = {
     "tasks.n_train": 3000,  # the student memorises a small pool (docs/training.md)
     **extra,
 }
-config = load_config("config/demo.yaml", overrides)
+config = load_config("config/demo_maml.yaml", overrides)
 dist = config.task_distribution()
 heldout = dist.heldout()
 env = make_env(config)

@@ -29,7 +29,7 @@ from avatar_meta.training.common import make_env, per_task_policy_fn, rollouts_t
 torch.set_num_threads(1)
 path, family, n_train = sys.argv[1], sys.argv[2], int(sys.argv[3])
 overrides = {"env.inprocess": True, "meta.algorithms": ["encoder"], "tasks.n_train": n_train}
-config = load_config("config/demo.yaml", overrides)
+config = load_config("config/demo_maml.yaml", overrides)
 ck = load_checkpoint(path)
 policy = Policy(config.policy_spec())
 buffers = ck["buffers"]

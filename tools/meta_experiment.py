@@ -1,7 +1,7 @@
 """In-process MAML speed experiment (docs/training.md, "Where the learning stands").
 
 usage: python tools/meta_experiment.py NAME '{"meta.time_budget_s": 150, ...}'
-Meta-trains MAML on config/demo.yaml in-process with the given dotted overrides, then prints
+Meta-trains MAML on config/demo_maml.yaml in-process with the given dotted overrides, then prints
 and appends to /tmp/exp/results.jsonl the held-out normalised score per family before and
 after one adaptation step ((return - random) / (scripted - random)).
 """
@@ -32,7 +32,7 @@ base = {
     "eval.adaptation_steps": 1,
 }
 base.update(over)
-cfg = load_config(str(Path(__file__).resolve().parents[1] / "config" / "demo.yaml"), base)
+cfg = load_config(str(Path(__file__).resolve().parents[1] / "config" / "demo_maml.yaml"), base)
 run_dir = Path(f"/tmp/exp/{name}")
 run_dir.mkdir(parents=True, exist_ok=True)
 env = make_env(cfg)

@@ -1,7 +1,8 @@
 """Scaling curve of MAML meta-training (docs/training.md, "Where the learning stands").
 
 usage: python tools/meta_scaling.py NAME '{"meta.outer_lr": 0.01}' CHUNK_S TOTAL_S [ALGORITHM]
-Meta-trains ALGORITHM (default maml) on config/demo.yaml in-process with the given dotted overrides, and after
+Meta-trains ALGORITHM (default maml) in-process on config/demo_maml.yaml (the MAML recipe;
+config/demo.yaml, strategy search, for ALGORITHM search) with the given dotted overrides, and after
 every CHUNK_S seconds of meta-training (resuming the same run) evaluates the 24 held-out
 tasks (0..3 adaptation steps); prints one CHUNK line per point and appends it to
 /tmp/exp/long.jsonl. Normalised score = (return - random) / (scripted - random) per task.
@@ -22,7 +23,7 @@ from avatar_meta.training.meta_loop import train_algorithm
 from avatar_meta.training.oracle_check import scripted_returns
 
 torch.set_num_threads(1)
-DEMO = Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "config"
 name, over, chunk, total = (
     sys.argv[1],
     json.loads(sys.argv[2]),
@@ -30,6 +31,7 @@ name, over, chunk, total = (
     float(sys.argv[4]),
 )
 algorithm = sys.argv[5] if len(sys.argv) > 5 else "maml"
+DEMO = CONFIGS / ("demo.yaml" if algorithm == "search" else "demo_maml.yaml")
 base = {
     "env.inprocess": True,
     "output.progress": False,

@@ -189,6 +189,11 @@ class MetaConfig:
     """encoder with a guided outer_loss: weight of the supervised task loss (the inferred
     context, decoded linearly, must match the task's true hidden parameters, known during
     meta-training only); 0 = learn inference from the outer loss alone."""
+    search_probe_episodes: int = 2
+    """search: episodes each probe runs in the support step; the step's eval.episodes_per_step
+    episodes then try episodes_per_step // search_probe_episodes hypotheses. One episode per
+    probe tries more of them, but one lucky episode can then pick a probe that fails on
+    average (docs/training.md, "Strategy search")."""
 
 
 @dataclass
@@ -361,7 +366,7 @@ def dump_config(config: RunConfig, path: str | Path | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 def _check_search(c: RunConfig) -> None:
     """Strategy search's policy reads the true task code as its context, and its probes are
-    the codes of a family's training tasks, one per support episode."""
+    the codes of a family's training tasks, each run for search_probe_episodes episodes."""
     if c.policy.context_size != TASK_CODE_SIZE:
         raise ConfigError(
             f"policy.context_size = {c.policy.context_size}: meta.algorithms lists search, whose "
@@ -372,12 +377,19 @@ def _check_search(c: RunConfig) -> None:
             "meta.per_family = false: search needs one policy per family (the task code does "
             "not name the family); set meta.per_family: true"
         )
-    families = len(c.task_distribution().train_families)
-    if c.tasks.n_train < families * c.eval.episodes_per_step:
+    per_probe, per_step = c.meta.search_probe_episodes, c.eval.episodes_per_step
+    if not 1 <= per_probe <= per_step:
         raise ConfigError(
-            f"tasks.n_train = {c.tasks.n_train}: search draws eval.episodes_per_step "
-            f"({c.eval.episodes_per_step}) hypotheses per family from the training tasks; "
-            f"use tasks.n_train >= {families * c.eval.episodes_per_step}"
+            f"meta.search_probe_episodes = {per_probe}: each probe runs that many of the "
+            f"support step's eval.episodes_per_step ({per_step}) episodes; use 1..{per_step}"
+        )
+    families = len(c.task_distribution().train_families)
+    probes = per_step // per_probe
+    if c.tasks.n_train < families * probes:
+        raise ConfigError(
+            f"tasks.n_train = {c.tasks.n_train}: search draws {probes} hypotheses per family "
+            f"(eval.episodes_per_step // meta.search_probe_episodes) from the training tasks; "
+            f"use tasks.n_train >= {families * probes}"
         )
 
 

@@ -38,7 +38,8 @@ from avatar_meta.meta import MAML, MAMLConfig, TaskBatch, policy_losses
 from avatar_meta.rl import Policy, PolicySpec, RLBatch, make_batch, stack_batches
 
 THRESHOLD = 0.9
-DEMO_CONFIG = Path(__file__).resolve().parents[3] / "config" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[3] / "config" / "demo_maml.yaml"
+"""The demo's MAML recipe (`make demo` itself runs strategy search since 2026-12-06)."""
 
 
 # ---------------------------------------------------------------------------------------------

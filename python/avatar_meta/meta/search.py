@@ -15,13 +15,16 @@ true parameters are used in meta-training only (the world was told them).
 Adaptation (rewards only). The hypotheses are the codes of the family's training tasks,
 thinned to P probes by a k-centre cover (`cover`, Gonzalez 1985) so that every discrete
 choice and the ends of every range are represented. Then, per held-out task (`ProbeSearch`):
-  - support episodes (step 0): episode e acts with probe e, so each episode tests one
-    hypothesis and its return confirms or refutes it (what PEARL's posterior sampling does
-    for its support episodes; Rakelly et al. 2019);
+  - support episodes (step 0): each probe acts for E episodes (`meta.search_probe_episodes`,
+    P x E = the step's episodes), so each tests one hypothesis and its returns confirm or
+    refute it (what PEARL's posterior sampling does for its support episodes; Rakelly et al.
+    2019). E = 2 rather than 1: with one episode per probe, a lucky episode of a probe that
+    fails on average (greet_visitor standing too close, say) is picked now and then, and one
+    such pick costs more than the extra hypotheses gain;
   - every step after: act with the best probe so far and add the episodes to its record. The
     best is the highest *shrunk* mean return (sum + m0) / (count + 1), where m0 is the mean
-    return of all probes: one lucky episode of an untried probe must not outrank a probe
-    measured twenty times (empirical Bayes with one pseudo-episode).
+    return of all probes: two lucky episodes of a probe must not outrank a probe measured
+    twenty times (empirical Bayes with one pseudo-episode).
 The adapted policy is the meta-policy with c set to the chosen probe; exports fold c into
 the first layer's bias (`rl.policy.fold_context`) and ignore the `search.*` tensors.
 
@@ -34,7 +37,7 @@ Gotchas
 - The policy can only be as good as imitation makes it in the budget; the search then picks
   among its behaviours. A held-out task between training tasks gets the nearest probe's
   behaviour: continuous parameters are quantised to the P probes.
-- Step 0 runs P different policies on one task, one episode each. The adaptation service
+- Step 0 runs P different policies on one task. The adaptation service
   does not serve this yet (the engine would need the P probe policies; `serve.adapter`
   refuses search checkpoints with that message); `avatar-meta evaluate` and the training
   run's held-out evaluation do it trainer-side.
@@ -159,9 +162,9 @@ class ProbeSearch:
         return ProbeSearch(probes, np.zeros((k, p)), np.zeros((k, p)))
 
     def record_probes(self, returns: np.ndarray) -> None:
-        """Step 0: `returns` [K, P], the one episode each probe ran."""
-        self.total += returns
-        self.count += 1
+        """Step 0: `returns` [K, P, E], the E episodes each probe ran."""
+        self.total += returns.sum(2)
+        self.count += returns.shape[2]
 
     def best(self) -> np.ndarray:
         """[K] index of each task's best probe by shrunk mean return."""

@@ -156,9 +156,9 @@ def evaluate_search(
     seed: int = 0,
     adapted_out: dict[str, Params] | None = None,
 ) -> list[HeldoutRecord]:
-    """`evaluate_tasks` for strategy search: `probes` [K, P, C] are each task's hypotheses,
-    P = `eval.episodes_per_step`. Step 0 runs one episode per probe (task k is listed P times,
-    entry (k, e) acting with probe e); steps 1.. act with the best probe so far."""
+    """`evaluate_tasks` for strategy search: `probes` [K, P, C] are each task's hypotheses.
+    Step 0 runs `meta.search_probe_episodes` episodes per probe (task k is listed P times,
+    entry (k, j) acting with probe j); steps 1.. act with the best probe so far."""
     generator = torch.Generator().manual_seed(seed)
     k, p = probes.shape[:2]
     search = ProbeSearch.start(probes)
@@ -166,10 +166,12 @@ def evaluate_search(
     probing = {n: v.repeat_interleave(p, 0) for n, v in init.items()}
     probing[CONTEXT] = probes.reshape(k * p, -1)
     act = per_task_policy_fn(policy, probing, buffers, generator)
-    rolls = collect(env, act, [t for t in tasks for _ in range(p)], 1, stats=CollectStats())
-    first = np.array([r.episode_return[0] for r in rolls]).reshape(k, p)
+    repeated = [t for t in tasks for _ in range(p)]
+    per_probe = config.meta.search_probe_episodes
+    rolls = collect(env, act, repeated, per_probe, stats=CollectStats())
+    first = np.stack([r.episode_return for r in rolls]).reshape(k, p, per_probe)
     search.record_probes(first)
-    returns = [first.mean(1)]
+    returns = [first.mean((1, 2))]
     steps = np.array([r.env_steps for r in rolls]).reshape(k, p).sum(1)
     stacked = init
     for _ in range(config.eval.adaptation_steps):
@@ -193,11 +195,12 @@ def evaluate_search(
 
 def search_probes(config: RunConfig, tasks: Sequence[Task]) -> torch.Tensor:
     """[K, P, C]: each task's probes, the k-centre cover of its family's training-task codes
-    with P = `eval.episodes_per_step` (deterministic: the training tasks follow the seed)."""
+    with P = `eval.episodes_per_step // meta.search_probe_episodes` (deterministic: the
+    training tasks follow the seed)."""
     by_family: dict[str, list[Task]] = {}
     for t in config.task_distribution().train_tasks():
         by_family.setdefault(t.family, []).append(t)
-    p = config.eval.episodes_per_step
+    p = config.eval.episodes_per_step // config.meta.search_probe_episodes
     covers = {}
     for family in sorted({t.family for t in tasks}):
         if family not in by_family:
@@ -208,8 +211,9 @@ def search_probes(config: RunConfig, tasks: Sequence[Task]) -> torch.Tensor:
         codes = cover(task_contexts(by_family[family]), p)
         if len(codes) < p:
             raise ValueError(
-                f"search: family {family!r} has {len(codes)} training tasks, fewer than "
-                f"eval.episodes_per_step ({p}); raise tasks.n_train or lower episodes_per_step"
+                f"search: family {family!r} has {len(codes)} training tasks, fewer than the "
+                f"{p} probes (eval.episodes_per_step // meta.search_probe_episodes); raise "
+                "tasks.n_train or meta.search_probe_episodes"
             )
         covers[family] = codes
     return torch.stack([covers[t.family] for t in tasks])
