@@ -3,7 +3,6 @@ learner, and a run through the loop, the held-out evaluation, resume and the exp
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
