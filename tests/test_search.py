@@ -171,3 +171,27 @@ def test_search_trains_resumes_evaluates_and_exports(tmp_path: Path) -> None:
     assert_run_exports_meet_the_sentis_contract(tmp_path, records, config)
     with pytest.raises(ValueError, match="strategy-search run.*avatar-meta evaluate"):
         Adapter(checkpoint_path(tmp_path, "search"), family="reach_landmark")
+
+
+def test_search_through_the_real_world(tmp_path: Path) -> None:
+    """The same through the protocol (built-in world subprocess, stock UnityEnvironment): the
+    imitation labels come from the observations the world sent, and the held-out probes run
+    one task in several areas at once."""
+    from avatar_meta.training.common import make_env
+    from avatar_meta.training.evaluate import evaluate_checkpoint
+    from avatar_meta.training.meta_loop import train_algorithm
+
+    data = {**SEARCH_RUN, "env": {"num_areas": 8, "base_port": 5700}}
+    data["meta"] = {**SEARCH_RUN["meta"], "meta_iterations": 1}
+    config = config_from_dict(data)
+    env = make_env(config)
+    try:
+        state = train_algorithm("search", config, env, tmp_path)
+        heldout = config.task_distribution().heldout()[:3]
+        records = evaluate_checkpoint("search", config, env, tmp_path, heldout)
+    finally:
+        env.close()
+    assert state.iteration == 1 and state.env_steps > 0
+    assert state.curve[0]["meta_loss"] < state.curve[0]["meta_loss_first_epoch"]
+    assert [r["task_id"] for r in records] == [t.task_id for t in heldout]
+    assert all(len(r["return_by_step"]) == 4 and r["env_steps"] >= 16 for r in records)

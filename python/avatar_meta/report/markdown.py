@@ -17,7 +17,8 @@ DESCRIPTIONS = {
     "gradient step)",
     "search": "strategy search: a policy trained for every scenario setting; the first episodes "
     "each try one setting and the best one is kept",
-    "pre_adapt": "the best meta-learner before any adaptation (no experience of the task)",
+    "pre_adapt": "the best meta-learner before any adaptation (no experience of the task; for "
+    "search, its first episodes, each trying one setting)",
     "ppo_scratch": "PPO from a fresh policy with the same experience per task",
     "multitask_finetune": "one policy trained on all training scenarios, then fine-tuned like "
     "PPO from scratch",
@@ -161,8 +162,9 @@ def render(
         "",
         "A policy for the avatar was meta-trained on many scenarios (families: "
         f"{families}; one starting policy per family unless the config says otherwise) "
-        "whose details are hidden from it. It was then given a few episodes of "
-        f"experience on {n_tasks} scenarios it never saw and adapted to each one. "
+        "whose details (the hidden parameters) a new scenario does not reveal. It was then "
+        f"given a few episodes of experience on {n_tasks} scenarios it never saw and "
+        "adapted to each one from the rewards alone. "
         "The baselines below had the same experience on the same scenarios.",
         "",
         best_line,
