@@ -236,11 +236,13 @@ def imitation_loss(
     Squared error of the Gaussian *mean* (not its log-likelihood: maximising the likelihood of
     a deterministic expert shrinks the log-std, and the inner policy-gradient step needs that
     exploration noise), cross-entropy of the expert's gesture where the mask allows it, and
-    0.5 * (V - R)^2 so the critic keeps providing the inner step's GAE baselines.
+    0.5 * (V - R)^2 so the critic keeps providing the inner step's GAE baselines
+    (`vf_coef` 0: the critic is not even run).
     Reference: Mendonca et al. 2019, "Guided Meta-Policy Search".
     """
     b = batch.rl
-    out = policy.forward(params, buffers, b.obs, b.mask)
+    forward = policy.forward if vf_coef else policy.actor_forward
+    out = forward(params, buffers, b.obs, b.mask)
     w = b.weight
     mse = weighted_mean((out.mean - batch.expert_cont).square().sum(-1), w)
     ce = torch.zeros_like(mse)
@@ -253,6 +255,8 @@ def imitation_loss(
         allowed = (~mask.gather(-1, label).squeeze(-1)).to(logp.dtype) * w
         ce = ce - weighted_mean(logp, allowed)
         start += size
+    if not vf_coef:
+        return mse + gesture_weight * ce
     value_loss = 0.5 * weighted_mean((out.value - b.returns).square(), w)
     return mse + gesture_weight * ce + vf_coef * value_loss
 

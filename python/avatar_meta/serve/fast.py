@@ -5,8 +5,8 @@ The run's test-time step for MAML/FOMAML/Meta-SGD is one first-order step of
 cost CPU without changing the result, and are replaced here (training code is untouched):
 
 - `pg_loss` calls `Policy.forward`, which also runs the critic MLP although the loss never
-  reads the value: `actor_pg_loss` is the same loss with the actor half of `Policy.forward`
-  only (same operations in the same order, so the loss and its gradient are bit-identical;
+  reads the value: `actor_pg_loss` is the same loss with `Policy.actor_forward`, the actor
+  half of `Policy.forward` (same operations in the same order, so the loss and its gradient are bit-identical;
   `tests/test_serve_batching.py` checks both against `pg_loss`);
 - `rl.gae` loops over time with three torch ops per step (~6 ms for 200 steps, mostly
   dispatch overhead): `gae_padded` runs the same recursion, operation for operation, on
@@ -18,30 +18,15 @@ Everything else (validation, GAE inputs, step sizes) is shared with the trainer'
 from __future__ import annotations
 
 import numpy as np
-import torch.nn.functional as F
 from torch import Tensor
 
-from avatar_meta.rl import Buffers, Params, Policy, PolicyOutput, RLBatch
+from avatar_meta.rl import Buffers, Params, Policy, RLBatch
 from avatar_meta.rl.losses import normalize_advantages, weighted_mean
-from avatar_meta.rl.policy import MASKED_LOGIT, _trunk
-
-
-def actor_out(
-    policy: Policy, params: Params, buffers: Buffers, obs: Tensor, mask: Tensor
-) -> PolicyOutput:
-    """`Policy.forward(params, buffers, obs, mask)` without the critic (`value` is a
-    placeholder 0-d zero): what `dist_log_prob` reads, computed exactly as `forward` does."""
-    x = policy.normalize(buffers, obs)
-    h = _trunk(policy.spec, params, "actor", x)
-    mean = F.linear(h, params["actor.mu.weight"], params["actor.mu.bias"])
-    logits = F.linear(h, params["actor.logits.weight"], params["actor.logits.bias"])
-    logits = logits.masked_fill(mask, MASKED_LOGIT)
-    return PolicyOutput(mean, policy.log_std(params), logits, mean.new_zeros(()))
 
 
 def actor_pg_loss(params: Params, batch: RLBatch, *, policy: Policy, buffers: Buffers) -> Tensor:
     """`rl.losses.pg_loss(normalize=True)` computed without the critic."""
-    out = actor_out(policy, params, buffers, batch.obs, batch.mask)
+    out = policy.actor_forward(params, buffers, batch.obs, batch.mask)
     lp = policy.dist_log_prob(out, batch.cont_action, batch.gesture)
     adv = normalize_advantages(batch.advantages, batch.weight)
     return -weighted_mean(lp * adv, batch.weight)

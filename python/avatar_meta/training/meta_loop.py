@@ -216,9 +216,9 @@ def build_learner(algorithm: str, config: RunConfig, policy: Policy, buffers: Bu
             m.encoder_hidden, _code_size(config), m.encoder_task_weight, m.use_vmap
         )
         return TaskEncoder(policy, buffers, outer, encoder)
-    if algorithm == "search":
+    if algorithm == "search":  # no advantages are ever needed: the critic is not trained
         imitation = make_guided_loss(
-            policy, buffers, None, m.imitation_weight, m.imitation_gesture_weight, m.vf_coef
+            policy, buffers, None, m.imitation_weight, m.imitation_gesture_weight, vf_coef=0.0
         )
         return ContextImitation(imitation, m.use_vmap)
     if algorithm == "reptile":
@@ -411,7 +411,12 @@ def train_algorithm(
         act = per_task_policy_fn(policy, init, state.buffers, state.generator)
         support_roll = collect(env, act, tasks, m.support_episodes, stats=stats)
         t_learn = time.perf_counter()
-        support = rollouts_to_tasks(support_roll, m.gamma, m.gae_lambda)
+        # strategy search reads the expert-labelled rows only (below), no advantages
+        support = (
+            None
+            if algorithm == "search"
+            else rollouts_to_tasks(support_roll, m.gamma, m.gae_lambda)
+        )
         learner = build_learner(algorithm, config, policy, state.buffers)
         rows = all_obs(support_roll)
         log: dict[str, float] = {"outer_lr_factor": lr_factor}
