@@ -26,7 +26,7 @@ choice and the ends of every range are represented. Then, per held-out task (`Pr
     return of all probes: two lucky episodes of a probe must not outrank a probe measured
     twenty times (empirical Bayes with one pseudo-episode).
 The adapted policy is the meta-policy with c set to the chosen probe; exports fold c into
-the first layer's bias (`rl.policy.fold_context`) and ignore the `search.*` tensors.
+the first layer's bias (`rl.policy.fold_context`), so the engine gets the plain MLP.
 
 Why: a gradient step (MAML) or an encoder fed with episodes that all act on the family's
 average guess learns little about discrete parameters (which landmark, which gesture): those
@@ -37,10 +37,10 @@ Gotchas
 - The policy can only be as good as imitation makes it in the budget; the search then picks
   among its behaviours. A held-out task between training tasks gets the nearest probe's
   behaviour: continuous parameters are quantised to the P probes.
-- Step 0 runs P different policies on one task. The adaptation service
-  does not serve this yet (the engine would need the P probe policies; `serve.adapter`
-  refuses search checkpoints with that message); `avatar-meta evaluate` and the training
-  run's held-out evaluation do it trainer-side.
+- Step 0 runs P different policies on one task. The adaptation service does not serve this
+  yet (the engine would need the P probe policies; `serve.adapter` refuses search
+  checkpoints with that message); `avatar-meta evaluate` and the training run's held-out
+  evaluation do it trainer-side (`training.evaluate.evaluate_search`).
 - The policy's log-std is not trained by imitation: give it a low `policy.log_std_init`.
 """
 

@@ -65,6 +65,8 @@ def make_adapt_fn(
     """The test-time adaptation step of `algorithm` (see the module docstring)."""
     m, ev = config.meta, config.eval
     alpha = ev.inner_lr if ev.inner_lr is not None else m.inner_lr
+    if algorithm == "search":
+        raise ValueError("search adapts by probing, not by a step on episodes: evaluate_search")
     pg = make_pg_loss(policy, buffers)
     prefix = adapt_prefix(config)
 

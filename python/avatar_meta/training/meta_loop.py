@@ -1,5 +1,5 @@
-"""Meta-training loop for MAML, FOMAML, Meta-SGD, Reptile and the task encoder: one straight
-flow (CleanRL style).
+"""Meta-training loop for MAML, FOMAML, Meta-SGD, Reptile, the task encoder and strategy
+search: one straight flow (CleanRL style).
 
 Per meta-iteration:
   1. sample a stratified meta-batch of K training tasks (`TaskDistribution.sample_train`);
@@ -9,7 +9,9 @@ Per meta-iteration:
   4. collect `query_episodes` per task with the adapted params (not for Reptile);
   5. outer update with Adam: MAML (second order) / FOMAML / Meta-SGD take `outer_epochs`
      PPO-clip epochs through the inner step (Finn et al. 2017; Li et al. 2017); Reptile moves
-     towards the parameters k PPO-SGD steps reach (Nichol et al. 2018);
+     towards the parameters k PPO-SGD steps reach (Nichol et al. 2018); strategy search
+     skips 3-4: its support episodes act with each task's true code and the policy imitates
+     the scripted expert on their states (DAgger, `meta.search`);
   6. fold the iteration's observations into the normalisation statistics;
   7. log (TensorBoard, progress bar) and checkpoint atomically (tmp file + os.replace); the
      checkpoint that ends the best window of the training curve is also kept as
@@ -50,7 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from avatar_meta.config import RunConfig
+from avatar_meta.config import MetaConfig, RunConfig
 from avatar_meta.envs.rollouts import CollectStats, TaskEnv, collect
 from avatar_meta.meta import (
     MAML,
@@ -508,7 +510,7 @@ def outer_epochs(
     groups: dict[str, torch.Tensor],
     support: Any,
     query: Any,
-    m: Any,
+    m: MetaConfig,
 ) -> dict[str, float]:
     """`m.outer_epochs` passes of `m.outer_minibatches` Adam steps over the meta-batch; each
     step sums every family's meta-gradient on its share of the minibatch, clipped per family.
