@@ -93,7 +93,7 @@ def test_overrides_none_keeps_file_value(tmp_path: Path) -> None:
         ),
         (
             {
-                "meta": {"algorithms": ["search"]},
+                "meta": {"algorithms": ["search"], "search_probes": 5},
                 "policy": {"context_size": 9},
                 "tasks": {"n_train": 20},
                 "eval": {"episodes_per_step": 10},
@@ -102,10 +102,17 @@ def test_overrides_none_keeps_file_value(tmp_path: Path) -> None:
         ),
         (
             {
-                "meta": {"algorithms": ["search"], "search_probe_episodes": 11},
+                "meta": {"algorithms": ["search"], "search_probes": 11},
                 "policy": {"context_size": 9},
             },
-            ["meta.search_probe_episodes = 11", "use 1..10"],
+            ["meta.search_probes = 11", "use 1..10"],
+        ),
+        (
+            {
+                "meta": {"algorithms": ["search"], "search_probes": 8, "search_finalists": 3},
+                "policy": {"context_size": 9},
+            },
+            ["meta.search_finalists = 3", "2 episodes left", "use 1..2"],
         ),
         (
             {

@@ -48,16 +48,18 @@ def test_the_cover_is_spread_out_and_made_of_training_codes() -> None:
 
 def test_the_best_probe_shrinks_one_lucky_episode() -> None:
     """A probe measured 21 times (mean 9) beats one tried once (9.5) when the other probes
-    earned 0: one pseudo-episode at the task's mean pulls the single try down."""
+    earned 0: one pseudo-episode at the task's mean pulls the single try down. Probes that
+    never ran rank last."""
     search = ProbeSearch.start(torch.eye(20)[None])
-    first = np.zeros((1, 20, 1))
+    first = np.zeros((1, 19, 1))
     first[0, 3], first[0, 7] = 9.0, 9.5
-    search.record_probes(first)
-    assert search.best().tolist() == [7]
-    search.record(np.array([3]), np.full((1, 20), 9.0))
-    assert search.best().tolist() == [3]
-    assert torch.equal(search.contexts(search.best()), torch.eye(20)[3][None])
-    assert search.count.sum() == 40
+    search.record(np.arange(19)[None], first)  # probe 19 never runs
+    assert search.best(2).tolist() == [[7, 3]]
+    search.record(np.array([[3]]), np.full((1, 1, 20), 9.0))
+    assert search.best(2).tolist() == [[3, 7]]
+    assert int(search.best(20)[0, -1]) == 19
+    assert torch.equal(search.contexts(search.best(1)), torch.eye(20)[3][None, None])
+    assert search.count.sum() == 39 and search.count[0, 3] == 21
 
 
 def guided(n: int, code: torch.Tensor, seed: int, spec: PolicySpec) -> GuidedBatch:
@@ -119,8 +121,10 @@ SEARCH_RUN = {
         "meta_iterations": 2,
         "outer_epochs": 4,
         "outer_minibatches": 1,  # every Adam step on the whole batch: the losses compare
+        "search_probes": 2,  # then the best one gets the support step's other 2 episodes
+        "search_finalists": 1,
     },
-    "eval": {"episodes_per_step": 4, "adaptation_steps": 3},  # 2 probes x 2 episodes
+    "eval": {"episodes_per_step": 4, "adaptation_steps": 3},
     "baselines": {"methods": []},
     "output": {"progress": False, "tensorboard": False},
 }
@@ -165,7 +169,7 @@ def test_search_trains_resumes_evaluates_and_exports(tmp_path: Path) -> None:
     for i, r in enumerate(records):
         validate_record(dict(r))
         assert r["method"] == "search" and len(r["return_by_step"]) == 4
-        assert r["env_steps"] >= 16  # 2 probes x 2 episodes, then 3 steps x 4 episodes
+        assert r["env_steps"] >= 16  # 2 probes, 2 more for the finalist, then 3 steps x 4
         chosen = adapted["search"][CONTEXT][i]
         assert any(torch.equal(chosen, p) for p in probes[i])
     assert_run_exports_meet_the_sentis_contract(tmp_path, records, config)

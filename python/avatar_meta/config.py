@@ -189,11 +189,13 @@ class MetaConfig:
     """encoder with a guided outer_loss: weight of the supervised task loss (the inferred
     context, decoded linearly, must match the task's true hidden parameters, known during
     meta-training only); 0 = learn inference from the outer loss alone."""
-    search_probe_episodes: int = 2
-    """search: episodes each probe runs in the support step; the step's eval.episodes_per_step
-    episodes then try episodes_per_step // search_probe_episodes hypotheses. One episode per
-    probe tries more of them, but one lucky episode can then pick a probe that fails on
-    average (docs/training.md, "Strategy search")."""
+    search_probes: int = 8
+    """search: hypotheses the support step tries, one episode each (<= eval.episodes_per_step;
+    config/demo.yaml: 16 of 20)."""
+    search_finalists: int = 2
+    """search: the best probes after one episode each, which share the support step's other
+    eval.episodes_per_step - search_probes episodes equally (successive halving: one lucky
+    episode must not decide; docs/training.md, "Strategy search")."""
 
 
 @dataclass
@@ -366,7 +368,7 @@ def dump_config(config: RunConfig, path: str | Path | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 def _check_search(c: RunConfig) -> None:
     """Strategy search's policy reads the true task code as its context, and its probes are
-    the codes of a family's training tasks, each run for search_probe_episodes episodes."""
+    the codes of a family's training tasks, run within the support step's episodes."""
     if c.policy.context_size != TASK_CODE_SIZE:
         raise ConfigError(
             f"policy.context_size = {c.policy.context_size}: meta.algorithms lists search, whose "
@@ -377,19 +379,28 @@ def _check_search(c: RunConfig) -> None:
             "meta.per_family = false: search needs one policy per family (the task code does "
             "not name the family); set meta.per_family: true"
         )
-    per_probe, per_step = c.meta.search_probe_episodes, c.eval.episodes_per_step
-    if not 1 <= per_probe <= per_step:
+    probes, finalists, per_step = (
+        c.meta.search_probes,
+        c.meta.search_finalists,
+        c.eval.episodes_per_step,
+    )
+    if not 1 <= probes <= per_step:
         raise ConfigError(
-            f"meta.search_probe_episodes = {per_probe}: each probe runs that many of the "
-            f"support step's eval.episodes_per_step ({per_step}) episodes; use 1..{per_step}"
+            f"meta.search_probes = {probes}: each probe runs one of the support step's "
+            f"eval.episodes_per_step ({per_step}) episodes; use 1..{per_step}"
+        )
+    extra = per_step - probes
+    if not 1 <= finalists <= max(1, min(probes, extra)):
+        raise ConfigError(
+            f"meta.search_finalists = {finalists}: the finalists share the support step's "
+            f"{extra} episodes left after the probes; use 1..{max(1, min(probes, extra))}"
         )
     families = len(c.task_distribution().train_families)
-    probes = per_step // per_probe
     if c.tasks.n_train < families * probes:
         raise ConfigError(
             f"tasks.n_train = {c.tasks.n_train}: search draws {probes} hypotheses per family "
-            f"(eval.episodes_per_step // meta.search_probe_episodes) from the training tasks; "
-            f"use tasks.n_train >= {families * probes}"
+            f"(meta.search_probes) from the training tasks; use tasks.n_train >= "
+            f"{families * probes}"
         )
 
 

@@ -15,11 +15,12 @@ true parameters are used in meta-training only (the world was told them).
 Adaptation (rewards only). The hypotheses are the codes of the family's training tasks,
 thinned to P probes by a k-centre cover (`cover`, Gonzalez 1985) so that every discrete
 choice and the ends of every range are represented. Then, per held-out task (`ProbeSearch`):
-  - support episodes (step 0): each probe acts for E episodes (`meta.search_probe_episodes`,
-    P x E = the step's episodes), so each tests one hypothesis and its returns confirm or
-    refute it (what PEARL's posterior sampling does for its support episodes; Rakelly et al.
-    2019). E = 2 rather than 1: with one episode per probe, a lucky episode of a probe that
-    fails on average (greet_visitor standing too close, say) is picked now and then, and one
+  - support episodes (step 0), by successive halving (Karnin, Koren & Somekh 2013): each of
+    the P probes (`meta.search_probes`) acts for one episode, so each tests one hypothesis and
+    its return confirms or refutes it (what PEARL's posterior sampling does for its support
+    episodes; Rakelly et al. 2019); then the F best (`meta.search_finalists`) share the
+    step's remaining episodes. One episode per probe alone lets a lucky episode of a probe
+    that fails on average (greet_visitor standing too close, say) win now and then, and one
     such pick costs more than the extra hypotheses gain;
   - every step after: act with the best probe so far and add the episodes to its record. The
     best is the highest *shrunk* mean return (sum + m0) / (count + 1), where m0 is the mean
@@ -161,22 +162,21 @@ class ProbeSearch:
         k, p = probes.shape[:2]
         return ProbeSearch(probes, np.zeros((k, p)), np.zeros((k, p)))
 
-    def record_probes(self, returns: np.ndarray) -> None:
-        """Step 0: `returns` [K, P, E], the E episodes each probe ran."""
-        self.total += returns.sum(2)
-        self.count += returns.shape[2]
+    def record(self, arms: np.ndarray, returns: np.ndarray) -> None:
+        """Task k's probe `arms[k, j]` ran the episodes `returns[k, j]`: [K, n] and [K, n, E]."""
+        rows = np.arange(len(arms))[:, None]
+        np.add.at(self.total, (rows, arms), returns.sum(2))
+        np.add.at(self.count, (rows, arms), returns.shape[2])
 
-    def best(self) -> np.ndarray:
-        """[K] index of each task's best probe by shrunk mean return."""
+    def best(self, n: int = 1) -> np.ndarray:
+        """[K, n] each task's n best probes (best first) by shrunk mean return; probes that
+        never ran rank last."""
         prior = (self.total.sum(1) / np.maximum(self.count.sum(1), 1))[:, None]
-        return np.argmax((self.total + prior) / (self.count + 1), axis=1)
+        shrunk = (self.total + prior) / (self.count + 1)
+        shrunk = np.where(self.count > 0, shrunk, -np.inf)
+        return np.argsort(-shrunk, axis=1, kind="stable")[:, :n]
 
-    def record(self, arm: np.ndarray, returns: np.ndarray) -> None:
-        """Steps 1..: every episode of task k [K, E] ran probe `arm[k]`."""
-        rows = np.arange(len(arm))
-        self.total[rows, arm] += returns.sum(1)
-        self.count[rows, arm] += returns.shape[1]
-
-    def contexts(self, arm: np.ndarray) -> Tensor:
-        """[K, C] the contexts of the chosen probes."""
-        return self.probes[torch.arange(len(arm)), torch.from_numpy(arm)]
+    def contexts(self, arms: np.ndarray) -> Tensor:
+        """[K, n, C] the contexts of the probes `arms` [K, n]."""
+        rows = torch.arange(len(arms))[:, None]
+        return self.probes[rows, torch.from_numpy(arms)]

@@ -159,32 +159,40 @@ def evaluate_search(
     adapted_out: dict[str, Params] | None = None,
 ) -> list[HeldoutRecord]:
     """`evaluate_tasks` for strategy search: `probes` [K, P, C] are each task's hypotheses.
-    Step 0 runs `meta.search_probe_episodes` episodes per probe (task k is listed P times,
-    entry (k, j) acting with probe j); steps 1.. act with the best probe so far."""
+    Step 0 (the support step) runs one episode per probe, then `meta.search_finalists`
+    episodes' worth more for the best few (successive halving); steps 1.. act with the best
+    probe so far. Every step spends `eval.episodes_per_step` episodes per task at most."""
     generator = torch.Generator().manual_seed(seed)
     k, p = probes.shape[:2]
     search = ProbeSearch.start(probes)
     start = time.perf_counter()
-    probing = {n: v.repeat_interleave(p, 0) for n, v in init.items()}
-    probing[CONTEXT] = probes.reshape(k * p, -1)
-    act = per_task_policy_fn(policy, probing, buffers, generator)
-    repeated = [t for t in tasks for _ in range(p)]
-    per_probe = config.meta.search_probe_episodes
-    rolls = collect(env, act, repeated, per_probe, stats=CollectStats())
-    first = np.stack([r.episode_return for r in rolls]).reshape(k, p, per_probe)
-    search.record_probes(first)
-    returns = [first.mean((1, 2))]
-    steps = np.array([r.env_steps for r in rolls]).reshape(k, p).sum(1)
+    steps = np.zeros(k, dtype=np.int64)
+
+    def run(arms: np.ndarray, episodes: int) -> np.ndarray:
+        """Each task's probes `arms` [K, n] for `episodes` episodes each, recorded; [K, n, E]
+        returns (task k is listed n times, entry (k, j) acting with probe arms[k, j])."""
+        n = arms.shape[1]
+        params = {name: v.repeat_interleave(n, 0) for name, v in init.items()}
+        params[CONTEXT] = search.contexts(arms).reshape(k * n, -1)
+        act = per_task_policy_fn(policy, params, buffers, generator)
+        repeated = [t for t in tasks for _ in range(n)]
+        rolls = collect(env, act, repeated, episodes, stats=CollectStats())
+        out = np.stack([r.episode_return for r in rolls]).reshape(k, n, episodes)
+        search.record(arms, out)
+        steps[:] += np.array([r.env_steps for r in rolls]).reshape(k, n).sum(1)
+        return out
+
+    finalists = config.meta.search_finalists
+    per_finalist = (config.eval.episodes_per_step - p) // finalists
+    support = [run(np.tile(np.arange(p), (k, 1)), 1).reshape(k, -1)]
+    if per_finalist > 0:
+        support.append(run(search.best(finalists), per_finalist).reshape(k, -1))
+    returns = [np.concatenate(support, axis=1).mean(1)]
     stacked = init
     for _ in range(config.eval.adaptation_steps):
-        arm = search.best()
-        stacked = {**init, CONTEXT: search.contexts(arm)}
-        act = per_task_policy_fn(policy, stacked, buffers, generator)
-        rolls = collect(env, act, tasks, config.eval.episodes_per_step, stats=CollectStats())
-        step_returns = np.stack([r.episode_return for r in rolls])
-        search.record(arm, step_returns)
-        returns.append(step_returns.mean(1))
-        steps += np.array([r.env_steps for r in rolls])
+        arm = search.best(1)
+        stacked = {**init, CONTEXT: search.contexts(arm)[:, 0]}
+        returns.append(run(arm, config.eval.episodes_per_step)[:, 0].mean(1))
     wall = (time.perf_counter() - start) / max(len(tasks), 1)
     if adapted_out is not None:
         adapted_out[method] = stacked
@@ -197,12 +205,11 @@ def evaluate_search(
 
 def search_probes(config: RunConfig, tasks: Sequence[Task]) -> torch.Tensor:
     """[K, P, C]: each task's probes, the k-centre cover of its family's training-task codes
-    with P = `eval.episodes_per_step // meta.search_probe_episodes` (deterministic: the
-    training tasks follow the seed)."""
+    with P = `meta.search_probes` (deterministic: the training tasks follow the seed)."""
     by_family: dict[str, list[Task]] = {}
     for t in config.task_distribution().train_tasks():
         by_family.setdefault(t.family, []).append(t)
-    p = config.eval.episodes_per_step // config.meta.search_probe_episodes
+    p = config.meta.search_probes
     covers = {}
     for family in sorted({t.family for t in tasks}):
         if family not in by_family:
@@ -213,9 +220,8 @@ def search_probes(config: RunConfig, tasks: Sequence[Task]) -> torch.Tensor:
         codes = cover(task_contexts(by_family[family]), p)
         if len(codes) < p:
             raise ValueError(
-                f"search: family {family!r} has {len(codes)} training tasks, fewer than the "
-                f"{p} probes (eval.episodes_per_step // meta.search_probe_episodes); raise "
-                "tasks.n_train or meta.search_probe_episodes"
+                f"search: family {family!r} has {len(codes)} training tasks, fewer than "
+                f"meta.search_probes ({p}); raise tasks.n_train or lower meta.search_probes"
             )
         covers[family] = codes
     return torch.stack([covers[t.family] for t in tasks])
