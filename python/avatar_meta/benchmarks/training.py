@@ -17,6 +17,8 @@ Four sections, each measured with its baseline in the same run:
   vs PPO from scratch. A method that does not reach the threshold within its budget reports
   `null` with the best score it reached, so the ratio is only given when both reach it; the
   env steps PPO needs to match the meta-learner's score after 3 steps are reported too.
+- `steps_to_score_search`: the same for strategy search (config/demo.yaml, in-process, 300 s
+  of meta-training); its step 0 is the support step's probing.
 
 `--quick` shrinks every section (minutes); the full run is for notes and `bench/results/`.
 """
@@ -40,6 +42,8 @@ from avatar_meta.rl import Policy, PolicySpec, RLBatch, make_batch, stack_batche
 THRESHOLD = 0.9
 DEMO_CONFIG = Path(__file__).resolve().parents[3] / "config" / "demo_maml.yaml"
 """The demo's MAML recipe (`make demo` itself runs strategy search since 2026-12-06)."""
+SEARCH_CONFIG = DEMO_CONFIG.with_name("demo.yaml")
+"""`make demo`'s strategy-search recipe, for `steps_to_score_search`."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,9 +149,14 @@ def steps_to_reach(curve: np.ndarray, steps: np.ndarray, threshold: float) -> in
 
 
 def steps_to_score(
-    config: RunConfig, meta_train_s: float, ppo_updates: int, per_family: int
+    config: RunConfig,
+    meta_train_s: float,
+    ppo_updates: int,
+    per_family: int,
+    algorithm: str = "maml",
 ) -> dict[str, Any]:
-    """Per family: adaptation from the meta-learned initialisation vs PPO from scratch."""
+    """Per family: adaptation from the meta-learned initialisation (`algorithm`) vs PPO from
+    scratch."""
     from avatar_meta.training.baselines import (
         FineTuneConfig,
         fine_tune,
@@ -173,8 +182,8 @@ def steps_to_score(
     env = make_env(config)
     try:
         with TemporaryDirectory() as tmp:
-            state = train_algorithm("maml", config, env, Path(tmp))
-            meta = evaluate_checkpoint("maml", config, env, Path(tmp), held)
+            state = train_algorithm(algorithm, config, env, Path(tmp))
+            meta = evaluate_checkpoint(algorithm, config, env, Path(tmp), held)
         rnd, _ = random_returns(env, held, 8, 0)
         ref = scripted_returns(held, 8, 0)
         settings = PPOSettings()
@@ -200,7 +209,7 @@ def steps_to_score(
         "normalisation": "(return - random) / (scripted - random), per task",
         "episodes_per_step": episodes,
         "meta_training": {
-            "algorithm": "maml",
+            "algorithm": algorithm,
             "per_family": config.meta.per_family,
             "seconds": round(meta_train_s, 1),
             "meta_iterations": state.iteration,
@@ -313,6 +322,17 @@ def run(quick: bool = False) -> dict[str, Any]:
         meta_train_s=60.0 if quick else 600.0,
         ppo_updates=8 if quick else 40,
         per_family=2,
+    )
+    quiet = {"output.progress": False, "output.tensorboard": False}
+    search_cfg = load_config(str(SEARCH_CONFIG), {**quiet, "env.inprocess": True})
+    if quick:
+        search_cfg = _override(search_cfg, {"tasks.families": ["keep_distance", "follow_visitor"]})
+    results["steps_to_score_search"] = steps_to_score(
+        search_cfg,
+        meta_train_s=60.0 if quick else 300.0,
+        ppo_updates=8 if quick else 40,
+        per_family=2,
+        algorithm="search",
     )
     results["setup"] = {"quick": quick, "seconds": round(time.perf_counter() - start, 1)}
     return results
