@@ -295,11 +295,7 @@ class Policy:
     ) -> PolicyOutput:
         """Distribution parameters and value. `mask` [N, num_discrete] bool, True = masked."""
         x = self.normalize(buffers, obs)
-        h = _trunk(self.spec, params, "actor", x)
-        mean = F.linear(h, params["actor.mu.weight"], params["actor.mu.bias"])
-        logits = F.linear(h, params["actor.logits.weight"], params["actor.logits.bias"])
-        if mask is not None:
-            logits = logits.masked_fill(mask, MASKED_LOGIT)
+        mean, logits = self._actor(params, x, mask)
         hc = _trunk(self.spec, params, "critic", x)
         value = F.linear(hc, params["critic.value.weight"], params["critic.value.bias"])
         return PolicyOutput(mean, self.log_std(params), logits, value.squeeze(-1))
@@ -309,13 +305,17 @@ class Policy:
     ) -> PolicyOutput:
         """`forward` without the critic (`value` is a placeholder 0-d zero): for losses that
         read only the action distribution, at about half the cost."""
-        x = self.normalize(buffers, obs)
+        mean, logits = self._actor(params, self.normalize(buffers, obs), mask)
+        return PolicyOutput(mean, self.log_std(params), logits, mean.new_zeros(()))
+
+    def _actor(self, params: Params, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Gaussian mean and (masked) logits from normalised observations."""
         h = _trunk(self.spec, params, "actor", x)
         mean = F.linear(h, params["actor.mu.weight"], params["actor.mu.bias"])
         logits = F.linear(h, params["actor.logits.weight"], params["actor.logits.bias"])
         if mask is not None:
             logits = logits.masked_fill(mask, MASKED_LOGIT)
-        return PolicyOutput(mean, self.log_std(params), logits, mean.new_zeros(()))
+        return mean, logits
 
     def value(self, params: Params, buffers: Buffers, obs: Tensor) -> Tensor:
         """State value [N] (critic only)."""
