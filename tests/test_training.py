@@ -398,7 +398,7 @@ def test_adapted_policies_stream_into_the_world_and_drive_it(tmp_path: Path) -> 
 
 
 def test_training_scorer_normalises_against_scripted_and_random() -> None:
-    from avatar_meta.training.meta_loop import TrainingScorer
+    from avatar_meta.training.scoring import TrainingScorer
 
     tasks = tiny().task_distribution().train_tasks()[:3]
     scorer = TrainingScorer(episodes=2)
@@ -409,6 +409,10 @@ def test_training_scorer_normalises_against_scripted_and_random() -> None:
     assert scorer.score(tasks, (lo + hi) / 2) == pytest.approx(0.5)
     again = scorer.references(list(reversed(tasks)))  # cached per task, in the caller's order
     assert np.array_equal(again[1], hi[::-1])
+    two = TrainingScorer(episodes=2, max_tasks=2)  # scores tasks 0 and 2 only
+    best = two.references([tasks[0], tasks[2]])[1]
+    assert two.score(tasks, np.array([best[0], -1e9, best[1]])) == pytest.approx(1.0)
+    assert tasks[1].task_id not in two._refs  # its references were never computed
 
 
 def test_guided_context_training_adapts_only_the_context_and_exports_plain(

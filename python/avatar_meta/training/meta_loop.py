@@ -90,6 +90,7 @@ from avatar_meta.training.common import (
     rollouts_to_guided,
     rollouts_to_tasks,
 )
+from avatar_meta.training.scoring import TrainingScorer
 from avatar_meta.training.task_groups import (
     scatter_tasks,
     take_tasks,
@@ -282,45 +283,6 @@ def _leaves(params: Any) -> list[torch.Tensor]:
     if isinstance(params, MetaSGDParams):
         return [*params.init.values(), *(t for d in params.lrs for t in d.values())]
     return list(params.values())
-
-
-class TrainingScorer:
-    """Normalised scores of meta-batch returns, (return - random) / (scripted - random) per
-    task, so the training curve reads on the same scale as the held-out report and the
-    stability check (`stability` in metrics.json) can compare iterations across families.
-    References come from the in-process plaza (the simulation every world serves) and are
-    cached per task: the training pool is small."""
-
-    def __init__(self, episodes: int = 4, seed: int = 0) -> None:
-        self.episodes = episodes
-        self.seed = seed
-        self._refs: dict[str, tuple[float, float]] = {}
-
-    def references(self, tasks: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-        from avatar_meta.envs.inprocess import wire_spec
-        from avatar_meta.world import scripted
-
-        new = [t for t in dict.fromkeys(tasks) if t.task_id not in self._refs]
-        if new:
-            specs = [wire_spec(t) for t in new]
-            ref = scripted.evaluate(scripted.scripted_actions, specs, self.episodes, self.seed)
-            rnd = scripted.evaluate(
-                scripted.random_controller(self.seed), specs, self.episodes, self.seed
-            )
-            for t, lo, hi in zip(new, rnd.returns, ref.returns, strict=True):
-                self._refs[t.task_id] = (float(lo), float(hi))
-        lo, hi = zip(*(self._refs[t.task_id] for t in tasks), strict=True)
-        return np.array(lo), np.array(hi)
-
-    def score(self, tasks: list[Any], returns: np.ndarray) -> float | None:
-        """Mean normalised score of one return per task; tasks whose scripted controller is no
-        better than random are skipped (None if that leaves none)."""
-        from avatar_meta.training.baselines import normalised_score
-
-        lo, hi = self.references(tasks)
-        scores = normalised_score(returns, lo, hi)
-        finite = scores[np.isfinite(scores)]
-        return float(finite.mean()) if len(finite) else None
 
 
 def anneal_outer_lr(optimizer: torch.optim.Optimizer, progress: float, final_scale: float) -> float:
