@@ -189,7 +189,9 @@ def steps_to_score(
         settings = PPOSettings()
         ppo_returns, ppo_steps = fine_tune(
             env,
-            lambda k: PPOAgent(config.policy_spec(), settings, seed=k),
+            # the run's own baselines' policy (training.baselines): the meta-learner's spec may
+            # carry a task context or a low log-std (strategy search) that PPO must not inherit
+            lambda k: PPOAgent(PolicySpec(hidden=tuple(config.policy.hidden)), settings, seed=k),
             held,
             FineTuneConfig(episodes_per_step=episodes, steps=ppo_updates, ppo=settings),
             settings.lr,
