@@ -136,14 +136,9 @@ def evaluate_tasks(
         if s < ev.adaptation_steps:
             batch = rollouts_to_tasks(rolls, m.gamma, m.gae_lambda)
             stacked = adapt_fn(stacked, batch, s)
-    wall = (time.perf_counter() - start) / max(len(tasks), 1)
     if adapted_out is not None:
         adapted_out[method] = stacked
-    by_task = np.stack(returns, axis=1)  # [K, S+1]
-    return [
-        make_record(task, method, by_task[i].tolist(), int(steps[i]), wall)
-        for i, task in enumerate(tasks)
-    ]
+    return _records(tasks, method, returns, steps, start)
 
 
 def evaluate_search(
@@ -193,10 +188,22 @@ def evaluate_search(
         arm = search.best(1)
         stacked = {**init, CONTEXT: search.contexts(arm)[:, 0]}
         returns.append(run(arm, config.eval.episodes_per_step)[:, 0].mean(1))
-    wall = (time.perf_counter() - start) / max(len(tasks), 1)
     if adapted_out is not None:
         adapted_out[method] = stacked
-    by_task = np.stack(returns, axis=1)
+    return _records(tasks, method, returns, steps, start)
+
+
+def _records(
+    tasks: Sequence[Task],
+    method: str,
+    returns: list[np.ndarray],
+    steps: np.ndarray,
+    start: float,
+) -> list[HeldoutRecord]:
+    """One record per task from the per-step mean returns ([K] each, steps 0..S), the env
+    steps spent per task and the evaluation's start time (wall seconds are shared evenly)."""
+    wall = (time.perf_counter() - start) / max(len(tasks), 1)
+    by_task = np.stack(returns, axis=1)  # [K, S+1]
     return [
         make_record(task, method, by_task[i].tolist(), int(steps[i]), wall)
         for i, task in enumerate(tasks)
