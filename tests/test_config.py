@@ -116,6 +116,13 @@ def test_overrides_none_keeps_file_value(tmp_path: Path) -> None:
         ),
         (
             {
+                "meta": {"algorithms": ["search"], "search_probes": 8, "search_refine": 10},
+                "policy": {"context_size": 9},
+            },
+            ["meta.search_refine = 10", "use 0..9"],
+        ),
+        (
+            {
                 "meta": {"algorithms": ["encoder"], "encoder_hidden": 0},
                 "policy": {"context_size": 4},
             },

@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from avatar_meta.config import config_from_dict
-from avatar_meta.meta.search import CONTEXT, ContextImitation, ProbeSearch, cover, task_contexts
+from avatar_meta.meta.search import (
+    CONTEXT,
+    ContextImitation,
+    ProbeSearch,
+    choice_dims,
+    cover,
+    refinements,
+    task_contexts,
+)
 from avatar_meta.rl import Policy, PolicySpec, make_batch
 from avatar_meta.rl.losses import GuidedBatch, make_guided_loss, stack_guided
 from avatar_meta.tasks import TASK_CODE_SIZE, Task, TaskDistribution
@@ -60,6 +68,35 @@ def test_the_best_probe_shrinks_one_lucky_episode() -> None:
     assert int(search.best(20)[0, -1]) == 19
     assert torch.equal(search.contexts(search.best(1)), torch.eye(20)[3][None, None])
     assert search.count.sum() == 39 and search.count[0, 3] == 21
+
+
+@pytest.mark.parametrize("family", ["follow_visitor", "pace_match"])
+def test_refinements_zoom_in_between_the_probes(family: str) -> None:
+    """The new hypotheses keep the centre's discrete choices (pace_match's side), are
+    training codes, differ from the centre, and sit closer to it than its nearest other
+    probe (they fall inside the centre's share of the pool)."""
+    codes = task_contexts(family_tasks(family))
+    probes = cover(codes, 16)
+    centre = probes[5]
+    new = refinements(codes, centre, 3, len(codes) // 16, choice_dims(family))
+    assert new.shape == (3, TASK_CODE_SIZE)
+    fixed = choice_dims(family)
+    assert fixed == ([0, 1] if family == "pace_match" else [])
+    assert all(torch.equal(n[fixed], centre[fixed]) for n in new)
+    assert all(any(torch.equal(n, c) for c in codes) for n in new)
+    assert all(not torch.equal(n, centre) for n in new)
+    nearest_probe = (probes - centre).norm(dim=1).sort().values[1]
+    assert (new - centre).norm(dim=1).max() < nearest_probe * 1.5
+
+
+def test_search_extend_adds_unrun_hypotheses() -> None:
+    search = ProbeSearch.start(torch.eye(4)[None].repeat(2, 1, 1))
+    search.record(np.tile(np.arange(4), (2, 1)), np.ones((2, 4, 1)))
+    arms = search.extend(torch.full((2, 2, 4), 7.0))
+    assert arms.tolist() == [[4, 5], [4, 5]]
+    assert search.probes.shape == (2, 6, 4) and search.count[:, 4:].sum() == 0
+    assert int(search.best(6)[0, -1]) in (4, 5)  # unrun rank last
+    assert torch.equal(search.contexts(arms)[0, 0], torch.full((4,), 7.0))
 
 
 def guided(n: int, code: torch.Tensor, seed: int, spec: PolicySpec) -> GuidedBatch:
@@ -123,6 +160,7 @@ SEARCH_RUN = {
         "outer_minibatches": 1,  # every Adam step on the whole batch: the losses compare
         "search_probes": 2,  # then the best one gets the support step's other 2 episodes
         "search_finalists": 1,
+        "search_refine": 1,  # step 2 shares its 4 episodes with one new hypothesis
     },
     "eval": {"episodes_per_step": 4, "adaptation_steps": 3},
     "baselines": {"methods": []},
@@ -141,7 +179,7 @@ def test_search_trains_resumes_evaluates_and_exports(tmp_path: Path) -> None:
     from avatar_meta.serve.adapter import Adapter
     from avatar_meta.training.checkpoints import checkpoint_path, load_checkpoint
     from avatar_meta.training.common import make_env
-    from avatar_meta.training.evaluate import evaluate_search, search_probes
+    from avatar_meta.training.evaluate import evaluate_search, search_hypotheses
     from avatar_meta.training.meta_loop import train_algorithm
     from avatar_meta.training.records import validate_record
 
@@ -155,15 +193,15 @@ def test_search_trains_resumes_evaluates_and_exports(tmp_path: Path) -> None:
     assert resumed.iteration == 3
 
     heldout = config.task_distribution().heldout()
-    probes = search_probes(config, heldout)
-    assert probes.shape == (6, 2, TASK_CODE_SIZE)
+    probes, pools = search_hypotheses(config, heldout)
+    assert probes.shape == (6, 2, TASK_CODE_SIZE) and len(pools) == 6
     ck = load_checkpoint(checkpoint_path(tmp_path, "search"))
     keys = [t.family for t in heldout]
     init = {n: torch.stack([ck["params_by_key"][k][n] for k in keys]) for n in ck["params"]}
     adapted: dict[str, dict[str, torch.Tensor]] = {}
     policy = Policy(config.policy_spec())
     records = evaluate_search(
-        env, policy, init, ck["buffers"], probes, heldout, config, "search", 0, adapted
+        env, policy, init, ck["buffers"], probes, pools, heldout, config, "search", 0, adapted
     )
     env.close()
     for i, r in enumerate(records):
@@ -171,7 +209,7 @@ def test_search_trains_resumes_evaluates_and_exports(tmp_path: Path) -> None:
         assert r["method"] == "search" and len(r["return_by_step"]) == 4
         assert r["env_steps"] >= 16  # 2 probes, 2 more for the finalist, then 3 steps x 4
         chosen = adapted["search"][CONTEXT][i]
-        assert any(torch.equal(chosen, p) for p in probes[i])
+        assert any(torch.equal(chosen, p) for p in pools[i])
     assert_run_exports_meet_the_sentis_contract(tmp_path, records, config)
     with pytest.raises(ValueError, match="strategy-search run.*avatar-meta evaluate"):
         Adapter(checkpoint_path(tmp_path, "search"), family="reach_landmark")

@@ -4,7 +4,7 @@
 usage: python tools/probe_replay.py RUN_DIR [EPISODES [protocol]]
 
 Records: every one of the 20 first probes of each held-out task (`training.evaluate.
-search_probes` with 20 probes) runs EPISODES episodes (default 20) with the run's search
+search_hypotheses` with 20 probes) runs EPISODES episodes (default 20) with the run's search
 checkpoint, in-process (or through the protocol with `protocol`), once; the returns are
 saved next to the checkpoint as `probe_returns.npz` and reused on the next call.
 Replays: each support-step schedule of 20 episodes, e.g. 16 probes x 1 episode then the best 2
@@ -27,7 +27,7 @@ from avatar_meta.rl import Policy
 from avatar_meta.training.baselines import random_returns
 from avatar_meta.training.checkpoints import checkpoint_path, load_checkpoint
 from avatar_meta.training.common import make_env, per_task_policy_fn
-from avatar_meta.training.evaluate import search_probes
+from avatar_meta.training.evaluate import search_hypotheses
 from avatar_meta.training.oracle_check import scripted_returns
 
 PROBES = 20
@@ -52,7 +52,7 @@ def record(run: Path, episodes: int, inprocess: bool) -> dict[str, np.ndarray]:
     env = make_env(config)
     heldout = config.task_distribution().heldout()
     ck = load_checkpoint(checkpoint_path(run, "search"))
-    probes = search_probes(config, heldout)
+    probes, _ = search_hypotheses(config, heldout)
     k = len(heldout)
     init = {
         n: torch.stack([ck["params_by_key"][t.family][n] for t in heldout]) for n in ck["params"]

@@ -196,6 +196,10 @@ class MetaConfig:
     """search: the best probes after one episode each, which share the support step's other
     eval.episodes_per_step - search_probes episodes equally (successive halving: one lucky
     episode must not decide; docs/training.md, "Strategy search")."""
+    search_refine: int = 0
+    """search: new hypotheses around the best probe that the adaptation steps between the
+    first and the last try, sharing the step's episodes with it (0: none; the probes
+    quantise continuous parameters, this zooms in; docs/training.md)."""
 
 
 @dataclass
@@ -395,6 +399,12 @@ def _check_search(c: RunConfig) -> None:
             f"meta.search_finalists = {finalists}: the finalists share the support step's "
             f"{extra} episodes left after the probes; use 1..{max(1, min(probes, extra))}"
         )
+    refine = c.meta.search_refine
+    if not 0 <= refine < per_step:
+        raise ConfigError(
+            f"meta.search_refine = {refine}: the new hypotheses and the best probe share "
+            f"eval.episodes_per_step ({per_step}) episodes; use 0..{per_step - 1}"
+        )
     families = len(c.task_distribution().train_families)
     if c.tasks.n_train < families * probes:
         raise ConfigError(
@@ -434,6 +444,7 @@ def validate(c: RunConfig) -> None:
     if not 1024 <= e.base_port <= 65000:
         raise ConfigError(f"env.base_port = {e.base_port}: use a port in 1024..65000")
     _check_families(c.tasks.families, "tasks.families")
+
     if c.tasks.heldout_family is not None:
         _check_families([c.tasks.heldout_family], "tasks.heldout_family")
         if m.per_family:

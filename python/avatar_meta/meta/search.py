@@ -25,7 +25,11 @@ choice and the ends of every range are represented. Then, per held-out task (`Pr
   - every step after: act with the best probe so far and add the episodes to its record. The
     best is the highest *shrunk* mean return (sum + m0) / (count + 1), where m0 is the mean
     return of all probes: two lucky episodes of a probe must not outrank a probe measured
-    twenty times (empirical Bayes with one pseudo-episode).
+    twenty times (empirical Bayes with one pseudo-episode);
+  - with `meta.search_refine` R > 0, the steps between the first and the last share their
+    episodes between the best probe and R new hypotheses around it (`refinements`: training
+    codes with the same discrete choices, between it and its neighbouring probes), so the
+    last step can pick a finer value of the continuous parameters than the P probes offer.
 The adapted policy is the meta-policy with c set to the chosen probe; exports fold c into
 the first layer's bias (`rl.policy.fold_context`), so the engine gets the plain MLP.
 
@@ -37,7 +41,7 @@ search").
 Gotchas
 - The policy can only be as good as imitation makes it in the budget; the search then picks
   among its behaviours. A held-out task between training tasks gets the nearest probe's
-  behaviour: continuous parameters are quantised to the P probes.
+  behaviour: continuous parameters are quantised to the P probes (refinement halves the gap).
 - Step 0 runs P different policies on one task. The adaptation service does not serve this
   yet (the engine would need the P probe policies; `serve.adapter` refuses search
   checkpoints with that message); `avatar-meta evaluate` and the training run's held-out
@@ -73,14 +77,19 @@ BODY_WEIGHT = 0.25
 family's own parameters (every landmark, every route) before the body's range."""
 
 
-def cover(codes: Tensor, n: int) -> Tensor:
-    """A k-centre cover of task codes [N, TASK_CODE_SIZE]: n of them, each the farthest from
-    those chosen before it, starting from the one nearest the mean (greedy, deterministic;
-    body dimensions weighted by `BODY_WEIGHT`). [min(n, N), C]"""
-    weights = torch.ones(codes.shape[1])
+def _weighted(codes: Tensor) -> Tensor:
+    weights = torch.ones(codes.shape[-1])
     weights[-len(contract.BODY_PARAMS) :] = BODY_WEIGHT
-    points = codes * weights
-    first = int((points - points.mean(0)).norm(dim=1).argmin())
+    return codes * weights
+
+
+def cover(codes: Tensor, n: int, first: int | None = None) -> Tensor:
+    """A k-centre cover of task codes [N, TASK_CODE_SIZE]: n of them, each the farthest from
+    those chosen before it, starting from `first` (default: the one nearest the mean;
+    greedy, deterministic; body dimensions weighted by `BODY_WEIGHT`). [min(n, N), C]"""
+    points = _weighted(codes)
+    if first is None:
+        first = int((points - points.mean(0)).norm(dim=1).argmin())
     chosen = [first]
     distance = (points - points[first]).norm(dim=1)
     while len(chosen) < min(n, len(codes)):
@@ -88,6 +97,34 @@ def cover(codes: Tensor, n: int) -> Tensor:
         chosen.append(far)
         distance = torch.minimum(distance, (points - points[far]).norm(dim=1))
     return codes[chosen]
+
+
+def choice_dims(family: str) -> list[int]:
+    """Positions of the family's discrete choices (the one-hot parts) in a task code."""
+    dims: list[int] = []
+    i = 0
+    for p in contract.FAMILY_BY_NAME[family].params:
+        size = int(p.high - p.low) + 1 if p.integer else 1
+        if p.integer:
+            dims.extend(range(i, i + size))
+        i += size
+    return dims
+
+
+def refinements(codes: Tensor, centre: Tensor, n: int, cell: int, fixed: list[int]) -> Tensor:
+    """n new hypotheses around `centre` [C], among the training codes [N, C] that make the
+    same discrete choices (equal on the dims `fixed`): a k-centre cover, started at the
+    centre, of the `cell` such codes nearest to it. With `cell` about the centre's share of
+    the pool (N / P), the new ones fall between the centre and its neighbouring probes:
+    continuous parameters are quantised to the probes, and this zooms in. [n, C], padded
+    with the centre when too few such codes exist."""
+    codes = codes[(codes[:, fixed] == centre[fixed]).all(dim=1)]  # no fixed dims: all rows
+    points, middle = _weighted(codes), _weighted(centre)
+    near = (points - middle).norm(dim=1).argsort()[:cell]
+    local = cover(torch.cat([centre[None], codes[near]]), n + 1, first=0)[1:]
+    if len(local) < n:
+        local = torch.cat([local, centre.expand(n - len(local), -1)])
+    return local
 
 
 @dataclass(frozen=True)
@@ -175,6 +212,14 @@ class ProbeSearch:
         shrunk = (self.total + prior) / (self.count + 1)
         shrunk = np.where(self.count > 0, shrunk, -np.inf)
         return np.argsort(-shrunk, axis=1, kind="stable")[:, :n]
+
+    def extend(self, probes: Tensor) -> np.ndarray:
+        """Add hypotheses [K, R, C] to every task's probes (unrun); returns their arms [K, R]."""
+        k, p, r = len(self.probes), self.probes.shape[1], probes.shape[1]
+        self.probes = torch.cat([self.probes, probes], dim=1)
+        self.total = np.concatenate([self.total, np.zeros((k, r))], axis=1)
+        self.count = np.concatenate([self.count, np.zeros((k, r))], axis=1)
+        return np.tile(np.arange(p, p + r), (k, 1))
 
     def contexts(self, arms: np.ndarray) -> Tensor:
         """[K, n, C] the contexts of the probes `arms` [K, n]."""

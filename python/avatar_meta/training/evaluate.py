@@ -38,7 +38,14 @@ from avatar_meta.envs.rollouts import CollectStats, TaskEnv, collect
 from avatar_meta.meta.core import map_tasks
 from avatar_meta.meta.encoder import encoder_adapt
 from avatar_meta.meta.reptile import reptile_adapt
-from avatar_meta.meta.search import CONTEXT, ProbeSearch, cover, task_contexts
+from avatar_meta.meta.search import (
+    CONTEXT,
+    ProbeSearch,
+    choice_dims,
+    cover,
+    refinements,
+    task_contexts,
+)
 from avatar_meta.rl import Buffers, Params, Policy, make_pg_loss
 from avatar_meta.tasks import Task
 from avatar_meta.training.common import (
@@ -147,16 +154,21 @@ def evaluate_search(
     init: Params,
     buffers: Buffers,
     probes: torch.Tensor,
+    pools: Sequence[torch.Tensor],
     tasks: Sequence[Task],
     config: RunConfig,
     method: str,
     seed: int = 0,
     adapted_out: dict[str, Params] | None = None,
 ) -> list[HeldoutRecord]:
-    """`evaluate_tasks` for strategy search: `probes` [K, P, C] are each task's hypotheses.
+    """`evaluate_tasks` for strategy search: `probes` [K, P, C] are each task's hypotheses,
+    `pools` each task's family training codes (to refine from).
     Step 0 (the support step) runs one episode per probe, then `meta.search_finalists`
-    episodes' worth more for the best few (successive halving); steps 1.. act with the best
-    probe so far. Every step spends `eval.episodes_per_step` episodes per task at most."""
+    episodes' worth more for the best few (successive halving). The first and the last
+    adaptation step act with the best probe so far; the steps between split their episodes
+    between it and `meta.search_refine` new hypotheses around it (`search.refinements`),
+    which the last step can then pick. Every step spends `eval.episodes_per_step` episodes
+    per task at most."""
     generator = torch.Generator().manual_seed(seed)
     k, p = probes.shape[:2]
     search = ProbeSearch.start(probes)
@@ -184,13 +196,37 @@ def evaluate_search(
         support.append(run(search.best(finalists), per_finalist).reshape(k, -1))
     returns = [np.concatenate(support, axis=1).mean(1)]
     stacked = init
-    for _ in range(config.eval.adaptation_steps):
+    last = config.eval.adaptation_steps
+    for step in range(1, last + 1):
         arm = search.best(1)
         stacked = {**init, CONTEXT: search.contexts(arm)[:, 0]}
-        returns.append(run(arm, config.eval.episodes_per_step)[:, 0].mean(1))
+        if config.meta.search_refine and 1 < step < last:
+            arms = np.concatenate([arm, _refine(search, arm, pools, tasks, config)], axis=1)
+            each = config.eval.episodes_per_step // arms.shape[1]
+            returns.append(run(arms, each).reshape(k, -1).mean(1))
+        else:
+            returns.append(run(arm, config.eval.episodes_per_step)[:, 0].mean(1))
     if adapted_out is not None:
         adapted_out[method] = stacked
     return _records(tasks, method, returns, steps, start)
+
+
+def _refine(
+    search: ProbeSearch,
+    arm: np.ndarray,
+    pools: Sequence[torch.Tensor],
+    tasks: Sequence[Task],
+    config: RunConfig,
+) -> np.ndarray:
+    """Add `meta.search_refine` hypotheses around each task's best probe `arm` [K, 1] (from
+    its share of the pool: N / P codes); returns their arms [K, R]."""
+    centre = search.contexts(arm)[:, 0]
+    n, p = config.meta.search_refine, config.meta.search_probes
+    new = [
+        refinements(pool, c, n, len(pool) // p, choice_dims(task.family))
+        for pool, c, task in zip(pools, centre, tasks, strict=True)
+    ]
+    return search.extend(torch.stack(new))
 
 
 def _records(
@@ -210,28 +246,32 @@ def _records(
     ]
 
 
-def search_probes(config: RunConfig, tasks: Sequence[Task]) -> torch.Tensor:
-    """[K, P, C]: each task's probes, the k-centre cover of its family's training-task codes
-    with P = `meta.search_probes` (deterministic: the training tasks follow the seed)."""
+def search_hypotheses(
+    config: RunConfig, tasks: Sequence[Task]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Each task's probes [K, P, C], the k-centre cover of its family's training-task codes
+    with P = `meta.search_probes`, and each task's pool to refine from (its family's
+    training codes [N_f, C]). Deterministic: the training tasks follow the seed."""
     by_family: dict[str, list[Task]] = {}
     for t in config.task_distribution().train_tasks():
         by_family.setdefault(t.family, []).append(t)
     p = config.meta.search_probes
-    covers = {}
+    covers, pools = {}, {}
     for family in sorted({t.family for t in tasks}):
         if family not in by_family:
             raise ValueError(
                 f"search: no training tasks of family {family!r} to draw hypotheses from; "
                 "strategy search adapts only to families it was trained on"
             )
-        codes = cover(task_contexts(by_family[family]), p)
-        if len(codes) < p:
+        pools[family] = task_contexts(by_family[family])
+        covers[family] = cover(pools[family], p)
+        if len(covers[family]) < p:
             raise ValueError(
-                f"search: family {family!r} has {len(codes)} training tasks, fewer than "
-                f"meta.search_probes ({p}); raise tasks.n_train or lower meta.search_probes"
+                f"search: family {family!r} has {len(covers[family])} training tasks, fewer "
+                f"than meta.search_probes ({p}); raise tasks.n_train or lower "
+                "meta.search_probes"
             )
-        covers[family] = codes
-    return torch.stack([covers[t.family] for t in tasks])
+    return torch.stack([covers[t.family] for t in tasks]), [pools[t.family] for t in tasks]
 
 
 def grouped_adapt_fn(fns: dict[str, AdaptFn], keys: Sequence[str]) -> AdaptFn:
@@ -291,10 +331,9 @@ def evaluate_loaded(
         )
     init = {n: torch.stack([by_key[k][n] for k in keys]) for n in by_key[keys[0]]}
     if algorithm == "search":
-        probes = search_probes(config, tasks)
-        return evaluate_search(
-            env, policy, init, ck["buffers"], probes, tasks, config, method, seed, adapted_out
-        )
+        probes, pools = search_hypotheses(config, tasks)
+        search_args = (probes, pools, tasks, config, method, seed, adapted_out)
+        return evaluate_search(env, policy, init, ck["buffers"], *search_args)
     fns = {
         key: make_adapt_fn(algorithm, config, policy, ck["buffers"], lrs_by_key.get(key))
         for key in set(keys)
