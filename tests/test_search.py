@@ -13,6 +13,7 @@ from avatar_meta.config import config_from_dict
 from avatar_meta.meta.search import (
     CONTEXT,
     ContextImitation,
+    LabelledReplay,
     ProbeSearch,
     choice_dims,
     cover,
@@ -99,6 +100,30 @@ def test_search_extend_adds_unrun_hypotheses() -> None:
     assert torch.equal(search.contexts(arms)[0, 0], torch.full((4,), 7.0))
 
 
+def test_labelled_replay_mixes_past_tasks_and_forgets_the_oldest() -> None:
+    """Each mix returns this iteration's tasks first, then as many stored ones (with their
+    own policy keys and codes); the store keeps the newest `capacity` tasks."""
+    spec = PolicySpec(obs_size=5, hidden=(8,), context_size=3)
+    generator = torch.Generator().manual_seed(0)
+    replay = LabelledReplay(capacity=5)
+
+    def iteration(i: int, n: int) -> tuple[list[GuidedBatch], list[str]]:
+        parts = [guided(4 + j, torch.full((3,), float(i)), 10 * i + j, spec) for j in range(n)]
+        return parts, [f"family{i}"] * n
+
+    batch, keys = replay.mix(*iteration(0, 3), generator)
+    assert keys == ["family0"] * 3 and batch.task_code.shape[0] == 3  # nothing stored yet
+    batch, keys = replay.mix(*iteration(1, 3), generator)
+    assert keys == ["family1"] * 3 + ["family0"] * 3
+    assert torch.equal(batch.task_code[3:, 0], torch.zeros(3, 3))  # old tasks keep their code
+    assert [k for k, _ in replay.parts] == ["family0"] * 2 + ["family1"] * 3
+    batch, keys = replay.mix(*iteration(2, 2), generator)
+    assert len(keys) == 4 and set(keys[2:]) <= {"family0", "family1"}
+    off = LabelledReplay(capacity=0)
+    off.mix(*iteration(0, 3), generator)
+    assert off.mix(*iteration(1, 2), generator)[1] == ["family1"] * 2 and off.parts == []
+
+
 def guided(n: int, code: torch.Tensor, seed: int, spec: PolicySpec) -> GuidedBatch:
     g = torch.Generator().manual_seed(seed)
     rl = make_batch(
@@ -161,6 +186,7 @@ SEARCH_RUN = {
         "search_probes": 2,  # then the best one gets the support step's other 2 episodes
         "search_finalists": 1,
         "search_refine": 1,  # step 2 shares its 4 episodes with one new hypothesis
+        "search_replay": 6,  # from the second iteration on, the first's 6 tasks mix in
     },
     "eval": {"episodes_per_step": 4, "adaptation_steps": 3},
     "baselines": {"methods": []},

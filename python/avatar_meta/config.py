@@ -196,6 +196,9 @@ class MetaConfig:
     """search: the best probes after one episode each, which share the support step's other
     eval.episodes_per_step - search_probes episodes equally (successive halving: one lucky
     episode must not decide; docs/training.md, "Strategy search")."""
+    search_replay: int = 0
+    """search: expert-labelled tasks of past meta-iterations kept (DAgger's aggregation); each
+    update mixes in as many of them as this iteration has tasks (0 = none)."""
     search_refine: int = 0
     """search: new hypotheses around the best probe that the adaptation steps between the
     first and the last try, sharing the step's episodes with it (0: none; the probes

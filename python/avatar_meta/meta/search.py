@@ -52,7 +52,7 @@ Gotchas
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ from torch import Tensor
 
 from avatar_meta import contract
 from avatar_meta.meta.core import LossFn, Params, map_tasks
-from avatar_meta.rl.losses import GuidedBatch
+from avatar_meta.rl.losses import GuidedBatch, stack_guided
 from avatar_meta.tasks import Task, task_code
 
 CONTEXT = "actor.context"
@@ -181,6 +181,31 @@ class ContextImitation:
                 optimizer.step()
                 losses.append(float(loss.detach()))
         return {"grad_norm": grad_norm, "meta_loss": losses[-1], "meta_loss_first_epoch": losses[0]}
+
+
+@dataclass
+class LabelledReplay:
+    """DAgger's dataset aggregation (Ross et al. 2011), bounded: the expert-labelled tasks of
+    past meta-iterations, so each update also revisits states the policy no longer visits.
+    `mix` returns this iteration's tasks plus as many stored ones (drawn uniformly without
+    replacement), then stores this iteration's, dropping the oldest beyond `capacity`.
+    Not checkpointed: a resumed run starts with an empty store."""
+
+    capacity: int
+    """Past tasks kept (0 = none: train on this iteration's tasks only)."""
+    parts: list[tuple[str, GuidedBatch]] = field(default_factory=list)
+
+    def mix(
+        self, parts: Sequence[GuidedBatch], keys: Sequence[str], generator: torch.Generator
+    ) -> tuple[GuidedBatch, list[str]]:
+        """(stacked batch, policy key of each task) of the current tasks and old ones."""
+        take = min(len(parts), len(self.parts))
+        chosen = torch.randperm(len(self.parts), generator=generator)[:take].tolist()
+        old = [self.parts[i] for i in chosen]
+        stored = self.parts + list(zip(keys, parts, strict=True))
+        self.parts = stored[-self.capacity :] if self.capacity else []
+        batch = stack_guided([*parts, *(p for _, p in old)])
+        return batch, [*keys, *(k for k, _ in old)]
 
 
 @dataclass

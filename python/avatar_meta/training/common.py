@@ -177,12 +177,17 @@ def rollouts_to_guided(rollouts: Sequence[TaskRollout], gamma: float, lam: float
     """`rollouts_to_tasks` plus the scripted expert's action at every visited state, rebuilt
     from the observations and each rollout's task (`world.observed_expert`), and the task's
     code (`tasks.task_code`) on every row."""
+    return stack_guided(guided_parts(rollouts, gamma, lam))
+
+
+def guided_parts(rollouts: Sequence[TaskRollout], gamma: float, lam: float) -> list[GuidedBatch]:
+    """`rollouts_to_guided` before stacking: one GuidedBatch [N_k, ...] per task."""
     parts = []
     for r in rollouts:
         batch = rollout_to_batch(r, gamma, lam)
         code = torch.from_numpy(task_code(r.task)).expand(batch.obs.shape[0], -1)
         parts.append(GuidedBatch(batch, *expert_rows(r), code))
-    return stack_guided(parts)
+    return parts
 
 
 def expert_rows(rollout: TaskRollout) -> tuple[Tensor, Tensor]:

@@ -66,7 +66,7 @@ from avatar_meta.meta import (
     policy_losses,
 )
 from avatar_meta.meta.encoder import EncoderConfig, TaskEncoder, init_encoder
-from avatar_meta.meta.search import CONTEXT, ContextImitation, task_contexts
+from avatar_meta.meta.search import CONTEXT, ContextImitation, LabelledReplay, task_contexts
 from avatar_meta.report.metrics import is_best_window
 from avatar_meta.rl import Buffers, Params, Policy, PPOConfig, update_obs_stats
 from avatar_meta.rl.losses import GuidedBatch, RLBatch, make_guided_loss, make_ppo_loss
@@ -85,6 +85,7 @@ from avatar_meta.training.checkpoints import (
 from avatar_meta.training.common import (
     adapt_prefix,
     all_obs,
+    guided_parts,
     mean_returns,
     per_task_policy_fn,
     rollouts_to_guided,
@@ -350,6 +351,7 @@ def train_algorithm(
             pretrain_meta_params(state, config, env, policy)
             save_checkpoint(state, path, config)
     scorer = TrainingScorer(seed=config.env.seed)
+    replay = LabelledReplay(m.search_replay)
     task_bar = progress.add_task(algorithm, total=m.meta_iterations) if progress else None
     if progress is not None:
         progress.update(task_bar, completed=state.iteration)
@@ -402,10 +404,11 @@ def train_algorithm(
         elif algorithm == "search":
             # 3'-5'. no inner step: the support episodes acted with each task's true context,
             # and the policy imitates the expert's labels of their states (DAgger)
-            guided = rollouts_to_guided(support_roll, m.gamma, m.gae_lambda)
+            parts = guided_parts(support_roll, m.gamma, m.gae_lambda)
+            guided, batch_keys = replay.mix(parts, keys, state.generator)
             log |= learner.update(
                 state.params,
-                keys,
+                batch_keys,
                 guided,
                 state.optimizer,
                 state.generator,
