@@ -18,7 +18,8 @@ Adaptation rule per algorithm
 - encoder: one forward pass of the task encoder over every episode seen so far (the adapted
   params carry the pooled statistics) writes the task context;
 - search: step 0's episodes each act with one probe context (a hypothesis about the task),
-  every later step acts with the best probe so far (`evaluate_search`, `meta.search`).
+  every later step acts with the best probe so far, and the steps between the first and the
+  last also try new hypotheses around it (`evaluate_search`, `meta.search`).
 """
 
 from __future__ import annotations
