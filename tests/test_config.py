@@ -122,6 +122,13 @@ def test_overrides_none_keeps_file_value(tmp_path: Path) -> None:
             ["meta.search_refine = 10", "use 0..9"],
         ),
         (
+            {"meta": {"family_weights": {"patrl": 2}}},
+            ["meta.family_weights key 'patrl'", "'patrol'"],
+        ),
+        ({"meta": {"family_weights": {"patrol": 0}}}, ["meta.family_weights.patrol", "> 0"]),
+        ({"meta": {"family_weights": [2]}}, ["meta.family_weights", "YAML mapping"]),
+        ({"meta": {"family_weights": {"patrol": "x"}}}, ["meta.family_weights.patrol"]),
+        (
             {
                 "meta": {"algorithms": ["encoder"], "encoder_hidden": 0},
                 "policy": {"context_size": 4},

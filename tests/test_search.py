@@ -187,6 +187,7 @@ SEARCH_RUN = {
         "search_finalists": 1,
         "search_refine": 1,  # step 2 shares its 4 episodes with one new hypothesis
         "search_replay": 6,  # from the second iteration on, the first's 6 tasks mix in
+        "family_weights": {"follow_visitor": 2.0},  # 4 of the 6 tasks
     },
     "eval": {"episodes_per_step": 4, "adaptation_steps": 3},
     "baselines": {"methods": []},

@@ -42,6 +42,23 @@ def test_make_task_fills_missing_params_with_mid_range() -> None:
     assert task.params == (2.0, 1.25)
 
 
+def test_sample_train_follows_family_weights() -> None:
+    """patrol at 3x: 3/8 of a batch, the rest shared evenly; equal weights draw exactly what
+    no weights draw."""
+    dist = TaskDistribution(seed=0, n_train=120, n_heldout=6)
+    rng = np.random.default_rng(1)
+    for k in (12, 16, 30):
+        counts = Counter(t.family for t in dist.sample_train(rng, k, {"patrol": 3.0}))
+        assert sum(counts.values()) == k
+        assert abs(counts["patrol"] - k * 3 / 8) <= 1
+        others = [counts[f] for f in ALL_FAMILIES if f != "patrol"]
+        assert max(others) - min(others) <= 1
+    even = {f: 2.0 for f in ALL_FAMILIES}
+    assert dist.sample_train(np.random.default_rng(2), 12, even) == dist.sample_train(
+        np.random.default_rng(2), 12
+    )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [

@@ -196,6 +196,9 @@ class MetaConfig:
     """search: the best probes after one episode each, which share the support step's other
     eval.episodes_per_step - search_probes episodes equally (successive halving: one lucky
     episode must not decide; docs/training.md, "Strategy search")."""
+    family_weights: dict[str, float] = field(default_factory=dict)
+    """Relative share of each training family in a meta-batch (families not named: 1; {} =
+    equal shares). config/demo.yaml gives patrol twice the share: it learns slowest."""
     search_replay: int = 0
     """search: expert-labelled tasks of past meta-iterations kept (DAgger's aggregation); each
     update mixes in as many of them as this iteration has tasks (0 = none)."""
@@ -422,13 +425,15 @@ def _positive(value: float, where: str, fix: str = "use a value > 0") -> None:
         raise ConfigError(f"{where} = {value!r} must be > 0; {fix}")
 
 
-def _check_families(names: list[str], where: str) -> None:
+def _check_families(names: list[str], where: str, keys: bool = False) -> None:
+    """Every name is a family; `keys`: the names are a mapping's keys."""
     for i, name in enumerate(names):
         if name not in ALL_FAMILIES:
             close = difflib.get_close_matches(name, ALL_FAMILIES, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
+            field_name = f"{where} key {name!r}" if keys else f"{where}[{i}] = {name!r}"
             raise ConfigError(
-                f"{where}[{i}] = {name!r}: unknown scenario family; {hint}"
+                f"{field_name}: unknown scenario family; {hint}"
                 f"use one of: {', '.join(ALL_FAMILIES)}"
             )
 
@@ -447,6 +452,9 @@ def validate(c: RunConfig) -> None:
     if not 1024 <= e.base_port <= 65000:
         raise ConfigError(f"env.base_port = {e.base_port}: use a port in 1024..65000")
     _check_families(c.tasks.families, "tasks.families")
+    _check_families(list(c.meta.family_weights), "meta.family_weights", keys=True)
+    for name, weight in c.meta.family_weights.items():
+        _positive(weight, f"meta.family_weights.{name}", "use a relative share > 0")
 
     if c.tasks.heldout_family is not None:
         _check_families([c.tasks.heldout_family], "tasks.heldout_family")

@@ -368,18 +368,29 @@ class TaskDistribution:
         """The held-out pool (disjoint from training by at least `min_gap`)."""
         return list(self._heldout_list)
 
-    def sample_train(self, rng: np.random.Generator, k: int) -> list[Task]:
+    def sample_train(
+        self, rng: np.random.Generator, k: int, weights: Mapping[str, float] | None = None
+    ) -> list[Task]:
         """A stratified meta-batch of `k` training tasks.
 
         Each training family contributes `k // F` tasks, and `k % F` distinct random families
-        one more. Within a family, tasks are drawn without replacement while the pool lasts.
-        The batch is returned in random order.
+        one more. With `weights` (family -> relative share, 1 for families not named), each
+        family contributes floor(k * share) and distinct random families, drawn in proportion
+        to their shares, one more. Within a family, tasks are drawn without replacement while
+        the pool lasts. The batch is returned in random order.
         """
         if k <= 0:
             raise TaskError(f"sample_train: k = {k}; ask for at least one task")
         fams = self.train_families
-        per_family = np.full(len(fams), k // len(fams))
-        per_family[rng.choice(len(fams), size=k % len(fams), replace=False)] += 1
+        share = np.array([float((weights or {}).get(f, 1.0)) for f in fams])
+        if (share == share[0]).all():  # equal shares: the same draws as no weights
+            per_family = np.full(len(fams), k // len(fams))
+            per_family[rng.choice(len(fams), size=k % len(fams), replace=False)] += 1
+        else:
+            share = share / share.sum()
+            per_family = np.floor(k * share).astype(np.int64)
+            extra = rng.choice(len(fams), size=k - int(per_family.sum()), replace=False, p=share)
+            per_family[extra] += 1
         batch: list[Task] = []
         for fam, n in zip(fams, per_family, strict=True):
             pool = self._train_by_family[fam]

@@ -28,6 +28,9 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        key, item = typing.get_args(tp)
+        return f"a mapping of {_type_name(key)} to {_type_name(item)}"
     if tp is type(None):
         return "null"
     return getattr(tp, "__name__", str(tp))
@@ -57,6 +60,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             )
         (item,) = typing.get_args(tp)
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"{where} = {value!r}: expected {_type_name(tp)}; write it as a YAML mapping, "
+                "e.g. {patrol: 2.0}"
+            )
+        key_type, item = typing.get_args(tp)
+        return {
+            _coerce(k, key_type, f"{where} key"): _coerce(v, item, f"{where}.{k}")
+            for k, v in value.items()
+        }
     if tp is bool:
         if isinstance(value, bool):
             return value

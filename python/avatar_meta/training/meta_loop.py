@@ -366,7 +366,7 @@ def train_algorithm(
         progress_done = max(state.iteration / m.meta_iterations, elapsed / budget)
         lr_factor = anneal_outer_lr(state.optimizer, progress_done, m.outer_lr_final_scale)
         # 1. meta-batch -------------------------------------------------------------------
-        tasks = dist.sample_train(state.np_rng, m.meta_batch_size)
+        tasks = dist.sample_train(state.np_rng, m.meta_batch_size, m.family_weights)
         keys = [policy_key(config, t.family) for t in tasks]
         groups = task_groups(keys)
         stats = CollectStats()
