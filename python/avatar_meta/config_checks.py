@@ -66,17 +66,23 @@ def _positive(value: float, where: str, fix: str = "use a value > 0") -> None:
         raise ConfigError(f"{where} = {value!r} must be > 0; {fix}")
 
 
-def _check_families(names: list[str], where: str, keys: bool = False) -> None:
-    """Every name is a family; `keys`: the names are a mapping's keys."""
+def _check_names(
+    names: list[str], allowed: tuple[str, ...], where: str, what: str, keys: bool = False
+) -> None:
+    """Every name is one of `allowed` (else: a "did you mean" and the list); `keys`: the
+    names are a mapping's keys, not a list's items."""
     for i, name in enumerate(names):
-        if name not in ALL_FAMILIES:
-            close = difflib.get_close_matches(name, ALL_FAMILIES, n=1)
+        if name not in allowed:
+            close = difflib.get_close_matches(name, allowed, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             field_name = f"{where} key {name!r}" if keys else f"{where}[{i}] = {name!r}"
             raise ConfigError(
-                f"{field_name}: unknown scenario family; {hint}"
-                f"use one of: {', '.join(ALL_FAMILIES)}"
+                f"{field_name}: unknown {what}; {hint}use one of: {', '.join(allowed)}"
             )
+
+
+def _check_families(names: list[str], where: str, keys: bool = False) -> None:
+    _check_names(names, ALL_FAMILIES, where, "scenario family", keys)
 
 
 def validate(c: RunConfig) -> None:
@@ -115,14 +121,7 @@ def validate(c: RunConfig) -> None:
         raise ConfigError(
             "meta.algorithms is empty; list at least one of: " + ", ".join(ALGORITHMS)
         )
-    for i, name in enumerate(m.algorithms):
-        if name not in ALGORITHMS:
-            close = difflib.get_close_matches(name, ALGORITHMS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(
-                f"meta.algorithms[{i}] = {name!r}: unknown algorithm; {hint}"
-                f"use any of: {', '.join(ALGORITHMS)}"
-            )
+    _check_names(m.algorithms, ALGORITHMS, "meta.algorithms", "algorithm")
     if len(set(m.algorithms)) != len(m.algorithms):
         raise ConfigError("meta.algorithms lists an algorithm twice; list each once")
     _positive(m.meta_batch_size, "meta.meta_batch_size")
@@ -157,14 +156,7 @@ def validate(c: RunConfig) -> None:
             f"eval.stability_repeats = {ev.stability_repeats}: use 0 (training-curve check "
             "only) or a whole number of paired held-out repeats, e.g. 2"
         )
-    for i, name in enumerate(c.baselines.methods):
-        if name not in BASELINE_METHODS:
-            close = difflib.get_close_matches(name, BASELINE_METHODS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(
-                f"baselines.methods[{i}] = {name!r}: unknown baseline; {hint}"
-                f"use any of: {', '.join(BASELINE_METHODS)}"
-            )
+    _check_names(c.baselines.methods, BASELINE_METHODS, "baselines.methods", "baseline")
     for name in (
         "inner_lr",
         "outer_lr",
