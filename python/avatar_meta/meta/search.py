@@ -41,7 +41,8 @@ search").
 Gotchas
 - The policy can only be as good as imitation makes it in the budget; the search then picks
   among its behaviours. A held-out task between training tasks gets the nearest probe's
-  behaviour: continuous parameters are quantised to the P probes (refinement halves the gap).
+  behaviour: continuous parameters are quantised to the P probes (`meta.search_refine`
+  then looks between them).
 - Step 0 runs P different policies on one task. The adaptation service does not serve this
   yet (the engine would need the P probe policies; `serve.adapter` refuses search
   checkpoints with that message); `avatar-meta evaluate` and the training run's held-out
@@ -200,7 +201,10 @@ class LabelledReplay:
     ) -> tuple[GuidedBatch, list[str]]:
         """(stacked batch, policy key of each task) of the current tasks and old ones."""
         take = min(len(parts), len(self.parts))
-        chosen = torch.randperm(len(self.parts), generator=generator)[:take].tolist()
+        # no draw when nothing is stored: capacity 0 leaves the generator as it was
+        chosen = (
+            torch.randperm(len(self.parts), generator=generator)[:take].tolist() if take else []
+        )
         old = [self.parts[i] for i in chosen]
         stored = self.parts + list(zip(keys, parts, strict=True))
         self.parts = stored[-self.capacity :] if self.capacity else []

@@ -11,7 +11,8 @@ Per meta-iteration:
      PPO-clip epochs through the inner step (Finn et al. 2017; Li et al. 2017); Reptile moves
      towards the parameters k PPO-SGD steps reach (Nichol et al. 2018); strategy search
      skips 3-4: its support episodes act with each task's true code and the policy imitates
-     the scripted expert on their states (DAgger, `meta.search`);
+     the scripted expert on their states, mixed with labelled tasks of earlier iterations
+     (DAgger with `meta.search_replay`, `meta.search`);
   6. fold the iteration's observations into the normalisation statistics;
   7. log (TensorBoard, progress bar) and checkpoint atomically (tmp file + os.replace); the
      checkpoint that ends the best window of the training curve is also kept as
