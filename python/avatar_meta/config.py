@@ -120,7 +120,8 @@ class MetaConfig:
     (progress = the larger of iterations / meta_iterations and elapsed / time_budget_s);
     1 = constant. Annealing lets the last meta-iterations settle instead of jumping around."""
     outer_epochs: int = 8
-    """Outer PPO-clip epochs over each query batch (MAML, FOMAML, Meta-SGD)."""
+    """Outer PPO-clip epochs over each query batch (MAML, FOMAML, Meta-SGD); search:
+    imitation epochs over the iteration's labelled tasks (and the replayed ones)."""
     outer_minibatches: int = 1
     """Outer Adam steps per outer epoch, each on a random subset of the meta-batch's tasks
     (1 = one full-batch step per epoch). Same compute per epoch, more updates per sample."""
