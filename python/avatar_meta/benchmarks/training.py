@@ -317,24 +317,22 @@ def run(quick: bool = False) -> dict[str, Any]:
             "eval.adaptation_steps": 3,
         },
     )
-    if quick:
-        score_cfg = _override(score_cfg, {"tasks.families": ["keep_distance", "follow_visitor"]})
-    results["steps_to_score"] = steps_to_score(
-        score_cfg,
-        meta_train_s=60.0 if quick else 600.0,
-        ppo_updates=8 if quick else 40,
-        per_family=2,
-    )
     quiet = {"output.progress": False, "output.tensorboard": False}
     search_cfg = load_config(str(SEARCH_CONFIG), {**quiet, "env.inprocess": True})
-    if quick:
-        search_cfg = _override(search_cfg, {"tasks.families": ["keep_distance", "follow_visitor"]})
-    results["steps_to_score_search"] = steps_to_score(
-        search_cfg,
-        meta_train_s=60.0 if quick else 300.0,
-        ppo_updates=8 if quick else 40,
-        per_family=2,
-        algorithm="search",
+    # (section, config, meta-training seconds of a full run, algorithm)
+    sections = (
+        ("steps_to_score", score_cfg, 600.0, "maml"),
+        ("steps_to_score_search", search_cfg, 300.0, "search"),
     )
+    for name, cfg, full_s, algorithm in sections:
+        if quick:
+            cfg = _override(cfg, {"tasks.families": ["keep_distance", "follow_visitor"]})
+        results[name] = steps_to_score(
+            cfg,
+            meta_train_s=60.0 if quick else full_s,
+            ppo_updates=8 if quick else 40,
+            per_family=2,
+            algorithm=algorithm,
+        )
     results["setup"] = {"quick": quick, "seconds": round(time.perf_counter() - start, 1)}
     return results
