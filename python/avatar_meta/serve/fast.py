@@ -6,8 +6,8 @@ cost CPU without changing the result, and are replaced here (training code is un
 
 - `pg_loss` calls `Policy.forward`, which also runs the critic MLP although the loss never
   reads the value: `actor_pg_loss` is the same loss with `Policy.actor_forward`, the actor
-  half of `Policy.forward` (same operations in the same order, so the loss and its gradient are bit-identical;
-  `tests/test_serve_batching.py` checks both against `pg_loss`);
+  half of `Policy.forward` (same operations in the same order, so the loss and its gradient
+  are bit-identical; `tests/test_serve_batching.py` checks both against `pg_loss`);
 - `rl.gae` loops over time with three torch ops per step (~6 ms for 200 steps, mostly
   dispatch overhead): `gae_padded` runs the same recursion, operation for operation, on
   float32 numpy arrays (bit-identical to `rl.gae`, also tested).

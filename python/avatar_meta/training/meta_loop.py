@@ -405,7 +405,7 @@ def train_algorithm(
         elif algorithm == "search":
             # 3'-5'. no inner step: the support episodes acted with each task's true context,
             # and the policy imitates the expert's labels of their states (DAgger)
-            parts = guided_parts(support_roll, m.gamma, m.gae_lambda)
+            parts = guided_parts(support_roll, m.gamma, m.gae_lambda, returns=False)
             guided, batch_keys = replay.mix(parts, keys, state.generator)
             log |= learner.update(
                 state.params,
