@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -413,6 +414,26 @@ def test_training_scorer_normalises_against_scripted_and_random() -> None:
     best = two.references([tasks[0], tasks[2]])[1]
     assert two.score(tasks, np.array([best[0], -1e9, best[1]])) == pytest.approx(1.0)
     assert tasks[1].task_id not in two._refs  # its references were never computed
+
+
+def test_training_scorer_reads_a_fixed_subset_of_a_large_pool() -> None:
+    """A batch larger than max_tasks is scored on the tasks of a fixed subset of the pool,
+    so references stop being computed once that subset is cached."""
+    from avatar_meta.training.scoring import TrainingScorer
+
+    pool = tiny().task_distribution().train_tasks()
+    assert len(pool) >= 12
+    scorer = TrainingScorer(episodes=1, max_tasks=3)
+    first, second = pool[:12], pool[6:] + pool[:6]  # the same tasks, in another order
+    picked = {first[i].task_id for i in scorer.scored(first)}
+    again = {second[i].task_id for i in scorer.scored(second)}
+    assert picked == again and 0 < len(picked) <= 3  # membership depends on the task only
+    scorer.score(first, np.zeros(len(first)))
+    assert set(scorer._refs) == picked  # only the subset's references were computed
+    whole = TrainingScorer(episodes=1, max_tasks=3, pool=pool)  # the pool's subset at once
+    whole.score(first, np.zeros(len(first)))
+    subset = {t.task_id for t in pool if zlib.crc32(t.task_id.encode()) % 4 == 0}
+    assert set(whole._refs) == subset and picked <= subset
 
 
 def test_guided_context_training_adapts_only_the_context_and_exports_plain(
