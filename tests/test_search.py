@@ -264,3 +264,27 @@ def test_search_through_the_real_world(tmp_path: Path) -> None:
     assert state.curve[0]["meta_loss"] < state.curve[0]["meta_loss_first_epoch"]
     assert [r["task_id"] for r in records] == [t.task_id for t in heldout]
     assert all(len(r["return_by_step"]) == 4 and r["env_steps"] >= 16 for r in records)
+
+
+def test_search_collects_ahead_in_the_worlds_workers(tmp_path: Path) -> None:
+    """`meta.search_collect_ahead` with two real worlds: each batch after the first is
+    collected by the workers while the trainer learns; the loop learns, checkpoints and
+    resumes as without it, and the curve's wall time is its own (not env + learn)."""
+    from avatar_meta.training.common import make_env
+    from avatar_meta.training.meta_loop import train_algorithm
+
+    data = {**SEARCH_RUN, "env": {"num_envs": 2, "num_areas": 4, "base_port": 5740}}
+    data["meta"] = {**SEARCH_RUN["meta"], "meta_iterations": 3, "search_collect_ahead": True}
+    config = config_from_dict(data)
+    env = make_env(config)
+    try:
+        state = train_algorithm("search", config, env, tmp_path)
+        assert state.iteration == 3 and state.env_steps > 0
+        assert all(e["meta_loss"] < e["meta_loss_first_epoch"] for e in state.curve)
+        walls = [e["wall_s"] for e in state.curve]
+        assert walls == sorted(walls) and walls[-1] == pytest.approx(state.wall_seconds)
+        more = {**data, "meta": {**data["meta"], "meta_iterations": 4}}
+        resumed = train_algorithm("search", config_from_dict(more), env, tmp_path, resume=True)
+        assert resumed.iteration == 4 and resumed.env_steps > state.env_steps
+    finally:
+        env.close()

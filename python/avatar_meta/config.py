@@ -202,6 +202,10 @@ class MetaConfig:
     search_replay: int = 0
     """search: expert-labelled tasks of past meta-iterations kept (DAgger's aggregation); each
     update mixes in as many of them as this iteration has tasks (0 = none)."""
+    search_collect_ahead: bool = False
+    """search: collect the next meta-batch's episodes in a background thread while the
+    trainer learns on this one (the worlds and the trainer stop waiting on each other; the
+    data is one update old, which DAgger tolerates; training.prefetch)."""
     search_refine: int = 0
     """search: new hypotheses around the best probe that the adaptation steps between the
     first and the last try, sharing the step's episodes with it (0: none; the probes

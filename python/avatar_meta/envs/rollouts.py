@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -105,6 +105,22 @@ class ActionBatch:
 
 PolicyFn = Callable[[np.ndarray, np.ndarray, np.ndarray], ActionBatch]
 """(task_index [B] int64, obs [B, OBS] float32, mask [B, G] bool) -> ActionBatch."""
+
+
+@runtime_checkable
+class ShardablePolicy(Protocol):
+    """A policy over the tasks of one collection that can be cut by task and pickled, so
+    each world's worker process can act for its share of the tasks itself
+    (`workers.ParallelTaskEnv.collect_sharded`)."""
+
+    def shard(self, index: np.ndarray) -> ShardablePolicy:
+        """The policy of tasks `index` (positions in the collection's task list), renumbered
+        0 .. len(index) - 1."""
+        ...
+
+    def policy_fn(self, stream: int) -> PolicyFn:
+        """A PolicyFn whose action noise is random stream `stream` of this policy's seed."""
+        ...
 
 
 @dataclass

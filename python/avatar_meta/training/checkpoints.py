@@ -56,6 +56,9 @@ class MetaState:
     env_steps: int = 0
     env_seconds: float = 0.0
     learn_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    """Wall-clock seconds of the meta-iterations (less than env + learn seconds when
+    `meta.search_collect_ahead` overlaps them)."""
     finished: bool = False
     curve: list[dict[str, float]] = field(default_factory=list)
 
@@ -113,6 +116,7 @@ def save_checkpoint(state: MetaState, path: Path, config: RunConfig) -> None:
         "env_steps": state.env_steps,
         "env_seconds": state.env_seconds,
         "learn_seconds": state.learn_seconds,
+        "wall_seconds": state.wall_seconds,
         "finished": state.finished,
         "curve": state.curve,
         "config": config.to_dict(),

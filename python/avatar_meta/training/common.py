@@ -3,7 +3,8 @@
 - `make_env(config)` / `env_factory(config)`: the TaskEnv a run uses (built-in world over the
   protocol, a Unity build, the Editor, or the in-process plaza with `env.inprocess`).
 - `shared_policy_fn` / `per_task_policy_fn`: wrap torch params (one set, or one set per task
-  stacked on dim 0) into the numpy `PolicyFn` that `collect()` calls.
+  stacked on dim 0) into the numpy `PolicyFn` that `collect()` calls; `TaskPolicy` is the
+  latter as picklable data, which the worlds' worker processes can run themselves.
 - `rollout_to_batch` / `rollouts_to_tasks`: GAE over a task's episodes, flattened into an
   `RLBatch`; task-stacked (padded) for vmap.
 - `adapt_step`: one PG inner step for every task of a stack of per-task params (vmap).
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -23,7 +25,16 @@ from avatar_meta.config import RunConfig
 from avatar_meta.envs.inprocess import wire_spec
 from avatar_meta.envs.rollouts import ActionBatch, PolicyFn, TaskEnv, TaskRollout
 from avatar_meta.meta.core import inner_grad, map_tasks, select_keys, sgd_step
-from avatar_meta.rl import Buffers, Params, Policy, PolicyOutput, RLBatch, gae, make_batch
+from avatar_meta.rl import (
+    Buffers,
+    Params,
+    Policy,
+    PolicyOutput,
+    PolicySpec,
+    RLBatch,
+    gae,
+    make_batch,
+)
 from avatar_meta.rl.losses import GuidedBatch, LossFn, stack_batches, stack_guided
 from avatar_meta.tasks import task_code
 from avatar_meta.world.observed_expert import expert_labels
@@ -102,7 +113,9 @@ def per_task_policy_fn(
     """Row b acts with `stacked[name][task_index[b]]` (per-task adapted params, [K, ...]).
 
     The forward pass is vmapped over rows with per-row weights; sampling follows
-    `Policy.act` (Gaussian + masked categorical) outside the vmap.
+    `Policy.act` (Gaussian + masked categorical) outside the vmap. The per-row weights of the
+    last `task_index` are kept: a collection round asks with the same rows at every step,
+    and gathering them was a fifth of the demo's collection time.
     """
     stacked = {k: v.detach() for k, v in stacked.items()}
 
@@ -110,11 +123,21 @@ def per_task_policy_fn(
         return policy.forward(p, buffers, o.unsqueeze(0), m.unsqueeze(0))
 
     batched = torch.func.vmap(one)
+    recent: dict[bytes, Params] = {}  # the round's rows, and its episode ends' few rows
+
+    def gathered(task_index: np.ndarray) -> Params:
+        index = np.asarray(task_index, dtype=np.int64)
+        key = index.tobytes()
+        if key not in recent:
+            if len(recent) >= 4:
+                recent.clear()
+            idx = torch.from_numpy(index)
+            recent[key] = {k: v[idx] for k, v in stacked.items()}
+        return recent[key]
 
     @torch.no_grad()
     def fn(task_index: np.ndarray, obs: np.ndarray, mask: np.ndarray) -> ActionBatch:
-        idx = torch.from_numpy(np.asarray(task_index, dtype=np.int64))
-        rows = {k: v[idx] for k, v in stacked.items()}
+        rows = gathered(task_index)
         raw = batched(rows, torch.from_numpy(obs), torch.from_numpy(mask))
         out = PolicyOutput(raw.mean[:, 0], raw.log_std, raw.logits[:, 0], raw.value[:, 0])
         noise = torch.randn(out.mean.shape, generator=generator, dtype=out.mean.dtype)
@@ -125,6 +148,44 @@ def per_task_policy_fn(
         return _to_batch(cont, gesture, log_prob, out.value)
 
     return fn
+
+
+@dataclass
+class TaskPolicy:
+    """`per_task_policy_fn`'s inputs as data: per-task parameters stacked [K, ...], the
+    normalisation buffers and a seed, as numpy arrays so that it pickles by value. It is the
+    `envs.rollouts.ShardablePolicy` that `ParallelTaskEnv.collect_sharded` cuts by task and
+    sends to the worlds' worker processes, which act for their tasks themselves."""
+
+    spec: PolicySpec
+    stacked: dict[str, np.ndarray]
+    buffers: dict[str, Any]
+    seed: int
+    """Random stream k of the action noise is seeded by (seed, k)."""
+
+    @classmethod
+    def of(cls, spec: PolicySpec, stacked: Params, buffers: Buffers, seed: int) -> TaskPolicy:
+        """A snapshot (copies) of torch parameters and buffers."""
+        return cls(spec, _numpy(stacked), _numpy(buffers), seed)
+
+    def shard(self, index: np.ndarray) -> TaskPolicy:
+        rows = np.asarray(index, dtype=np.int64)
+        return replace(self, stacked={k: v[rows] for k, v in self.stacked.items()})
+
+    def policy_fn(self, stream: int) -> PolicyFn:
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + stream) % 2**63)
+        stacked = {k: torch.from_numpy(v) for k, v in self.stacked.items()}
+        buffers = {
+            k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+            for k, v in self.buffers.items()
+        }
+        return per_task_policy_fn(Policy(self.spec), stacked, buffers, generator)
+
+
+def _numpy(tensors: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v.detach().numpy().copy() if isinstance(v, Tensor) else v for k, v in tensors.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ import numpy as np
 import torch
 
 from avatar_meta.config import MetaConfig, RunConfig
-from avatar_meta.envs.rollouts import CollectStats, TaskEnv, collect
+from avatar_meta.envs.rollouts import TaskEnv, collect
 from avatar_meta.meta import (
     MAML,
     MAMLConfig,
@@ -71,9 +72,8 @@ from avatar_meta.meta.search import CONTEXT, ContextImitation, LabelledReplay, t
 from avatar_meta.report.metrics import is_best_window
 from avatar_meta.rl import Buffers, Params, Policy, PPOConfig, update_obs_stats
 from avatar_meta.rl.losses import GuidedBatch, RLBatch, make_guided_loss, make_ppo_loss
-from avatar_meta.tasks import TASK_CODE_SIZE
+from avatar_meta.tasks import TASK_CODE_SIZE, Task, TaskDistribution
 from avatar_meta.training.checkpoints import (
-    SHARED_KEY,
     MetaState,
     best_checkpoint_path,
     checkpoint_path,
@@ -84,6 +84,7 @@ from avatar_meta.training.checkpoints import (
     save_checkpoint,
 )
 from avatar_meta.training.common import (
+    TaskPolicy,
     adapt_prefix,
     all_obs,
     guided_parts,
@@ -92,6 +93,8 @@ from avatar_meta.training.common import (
     rollouts_to_guided,
     rollouts_to_tasks,
 )
+from avatar_meta.training.curve import curve_entry, log_tensorboard
+from avatar_meta.training.prefetch import Prefetcher, collect_batch, derived_seed
 from avatar_meta.training.scoring import TrainingScorer
 from avatar_meta.training.task_groups import (
     scatter_tasks,
@@ -177,6 +180,7 @@ def restore_state(algorithm: str, config: RunConfig, policy: Policy, path: Path)
     torch.set_rng_state(ck["torch_rng"])
     for name in ("iteration", "env_steps", "env_seconds", "learn_seconds", "finished", "curve"):
         setattr(state, name, ck[name])
+    state.wall_seconds = ck.get("wall_seconds", state.env_seconds + state.learn_seconds)
     return state
 
 
@@ -318,6 +322,24 @@ def _assign(params: Any, grads: Any) -> float:
     return float(torch.sqrt(torch.stack([(g.detach() ** 2).sum() for _, g in pairs]).sum()))
 
 
+def sample_batch(
+    state: MetaState, config: RunConfig, dist: TaskDistribution
+) -> tuple[list[Task], list[str]]:
+    """A meta-batch of training tasks and their policy keys."""
+    m = config.meta
+    tasks = dist.sample_train(state.np_rng, m.meta_batch_size, m.family_weights)
+    return tasks, [policy_key(config, t.family) for t in tasks]
+
+
+def support_policy(algorithm: str, state: MetaState, tasks: list[Task], keys: list[str]) -> Params:
+    """Each task's acting parameters [K, ...]: its family's meta-policy (stacked copies);
+    strategy search's is told the task's code."""
+    init = state.task_init(keys)
+    if algorithm == "search":
+        init[CONTEXT] = task_contexts(tasks)
+    return init
+
+
 def train_algorithm(
     algorithm: str,
     config: RunConfig,
@@ -351,120 +373,126 @@ def train_algorithm(
         if m.pretrain_env_steps > 0:
             pretrain_meta_params(state, config, env, policy)
             save_checkpoint(state, path, config)
-    scorer = TrainingScorer(seed=config.env.seed)
+    scorer = TrainingScorer(seed=config.env.seed, pool=dist.train_tasks())
     replay = LabelledReplay(m.search_replay)
     task_bar = progress.add_task(algorithm, total=m.meta_iterations) if progress else None
     if progress is not None:
         progress.update(task_bar, completed=state.iteration)
-    started = time.perf_counter() - state.env_seconds - state.learn_seconds
-    while not state.finished:
-        elapsed = time.perf_counter() - started
-        budget = time_budget(state, m.time_budget_s, elapsed, deadline, reserve_env_steps)
-        if state.iteration >= m.meta_iterations or elapsed > budget:
-            state.finished = True
-            save_checkpoint(state, path, config)
-            break
-        progress_done = max(state.iteration / m.meta_iterations, elapsed / budget)
-        lr_factor = anneal_outer_lr(state.optimizer, progress_done, m.outer_lr_final_scale)
-        # 1. meta-batch -------------------------------------------------------------------
-        tasks = dist.sample_train(state.np_rng, m.meta_batch_size, m.family_weights)
-        keys = [policy_key(config, t.family) for t in tasks]
-        groups = task_groups(keys)
-        stats = CollectStats()
-        # 2. support episodes with each task's meta-policy ----------------------------------
-        init = state.task_init(keys)
-        if algorithm == "search":  # strategy search trains the policy told the task
-            init[CONTEXT] = task_contexts(tasks)
-        act = per_task_policy_fn(policy, init, state.buffers, state.generator)
-        support_roll = collect(env, act, tasks, m.support_episodes, stats=stats)
-        t_learn = time.perf_counter()
-        # strategy search reads the expert-labelled rows only (below), no advantages
-        support = (
-            None
-            if algorithm == "search"
-            else rollouts_to_tasks(support_roll, m.gamma, m.gae_lambda)
-        )
-        learner = build_learner(algorithm, config, policy, state.buffers)
-        rows = all_obs(support_roll)
-        log: dict[str, float] = {"outer_lr_factor": lr_factor}
-        learn_s = 0.0
-        if algorithm == "reptile":
-            # 5'. Reptile: gradient of 0.5||theta - phi||^2 is theta - mean phi; Adam steps it.
-            state.optimizer.zero_grad()
-            meta_loss = 0.0
-            for key, index in groups.items():
-                loss = learner.meta_loss(
-                    state.params[key], TaskBatch(take_tasks(support, index), None)
-                )
-                loss.backward()
-                meta_loss += float(loss.detach()) * len(index) / len(tasks)
-            log["grad_norm"] = _clip_per_key(state.params, groups, 1e9)
-            state.optimizer.step()
-            log["meta_loss"] = meta_loss
-            post = None
-        elif algorithm == "search":
-            # 3'-5'. no inner step: the support episodes acted with each task's true context,
-            # and the policy imitates the expert's labels of their states (DAgger)
-            parts = guided_parts(support_roll, m.gamma, m.gae_lambda, returns=False)
-            guided, batch_keys = replay.mix(parts, keys, state.generator)
-            log |= learner.update(
-                state.params,
-                batch_keys,
-                guided,
-                state.optimizer,
-                state.generator,
-                m.outer_epochs,
-                m.outer_minibatches,
-                m.max_grad_norm,
-            )
-            post = None
-        else:
-            # 3. adapt per task (no grad, vmap within each family) ---------------------------
-            adapted = scatter_tasks(
-                {
-                    key: learner.adapt_tasks(state.params[key], take_tasks(support, index))
-                    for key, index in groups.items()
-                },
-                groups,
-                len(tasks),
-            )
-            learn_s += time.perf_counter() - t_learn
-            # 4. query episodes with the adapted params -------------------------------------
-            act_k = per_task_policy_fn(policy, adapted, state.buffers, state.generator)
-            query_roll = collect(env, act_k, tasks, m.query_episodes, stats=stats)
+    started = time.perf_counter() - state.wall_seconds
+    ahead = algorithm == "search" and m.search_collect_ahead
+    with Prefetcher(env, m.support_episodes) if ahead else nullcontext() as prefetch:
+        while not state.finished:
+            elapsed = time.perf_counter() - started
+            budget = time_budget(state, m.time_budget_s, elapsed, deadline, reserve_env_steps)
+            if state.iteration >= m.meta_iterations or elapsed > budget:
+                state.finished = True
+                save_checkpoint(state, path, config)
+                break
+            progress_done = max(state.iteration / m.meta_iterations, elapsed / budget)
+            lr_factor = anneal_outer_lr(state.optimizer, progress_done, m.outer_lr_final_scale)
+            # 1-2. a meta-batch and its support episodes, each task with its meta-policy --------
+            batch = prefetch.take() if prefetch is not None else None
+            if batch is None:
+                tasks, keys = sample_batch(state, config, dist)
+                init = support_policy(algorithm, state, tasks, keys)
+                act = per_task_policy_fn(policy, init, state.buffers, state.generator)
+                batch = collect_batch(env, act, tasks, keys, m.support_episodes)
+            if prefetch is not None:  # the next batch is collected while this one is learned
+                tasks, keys = sample_batch(state, config, dist)
+                init = support_policy(algorithm, state, tasks, keys)
+                seed = derived_seed(state.generator)
+                prefetch.start(TaskPolicy.of(policy.spec, init, state.buffers, seed), tasks, keys)
+            tasks, keys, support_roll, stats = batch.tasks, batch.keys, batch.rollouts, batch.stats
+            groups = task_groups(keys)
             t_learn = time.perf_counter()
-            query: RLBatch | GuidedBatch = (
-                rollouts_to_guided(query_roll, m.gamma, m.gae_lambda)
-                if m.outer_loss != "ppo"
-                else rollouts_to_tasks(query_roll, m.gamma, m.gae_lambda)
+            # strategy search reads the expert-labelled rows only (below), no advantages
+            support = (
+                None
+                if algorithm == "search"
+                else rollouts_to_tasks(support_roll, m.gamma, m.gae_lambda)
             )
-            rows = torch.cat([rows, all_obs(query_roll)])
-            post = mean_returns(query_roll)
-            # 5. outer PPO-clip epochs through the inner step -------------------------------
-            log |= outer_epochs(state, learner, groups, support, query, m)
-        # 6. normalisation statistics ------------------------------------------------------
-        state.buffers = update_obs_stats(state.buffers, rows)
-        learn_s += time.perf_counter() - t_learn
-        # 7. bookkeeping, log, checkpoint ------------------------------------------------
-        state.iteration += 1
-        state.env_steps += stats.agent_steps
-        state.env_seconds += stats.seconds
-        state.learn_seconds += learn_s
-        pre = mean_returns(support_roll)
-        for name, returns in (("pre_score", pre), ("post_score", post)):
-            score = None if returns is None else scorer.score(tasks, returns)
-            if score is not None:
-                log[name] = score
-        entry = _curve_entry(state, tasks, pre, post, log)
-        if not all(math.isfinite(v) for v in entry.values()):
-            raise FloatingPointError(f"{algorithm}: non-finite training values {entry}")
-        state.curve.append(entry)
-        _tensorboard(writer, algorithm, state, entry, tasks, pre, post)
-        save_checkpoint(state, path, config)
-        if is_best_window(state.curve):
-            copy_checkpoint(path, best_path)
-        if progress is not None:
-            progress.update(task_bar, completed=state.iteration)
+            learner = build_learner(algorithm, config, policy, state.buffers)
+            rows = all_obs(support_roll)
+            log: dict[str, float] = {"outer_lr_factor": lr_factor}
+            learn_s = 0.0
+            if algorithm == "reptile":
+                # 5'. Reptile: gradient of 0.5||theta - phi||^2 is theta - mean phi; Adam steps it.
+                state.optimizer.zero_grad()
+                meta_loss = 0.0
+                for key, index in groups.items():
+                    loss = learner.meta_loss(
+                        state.params[key], TaskBatch(take_tasks(support, index), None)
+                    )
+                    loss.backward()
+                    meta_loss += float(loss.detach()) * len(index) / len(tasks)
+                log["grad_norm"] = _clip_per_key(state.params, groups, 1e9)
+                state.optimizer.step()
+                log["meta_loss"] = meta_loss
+                post = None
+            elif algorithm == "search":
+                # 3'-5'. no inner step: the support episodes acted with each task's true context,
+                # and the policy imitates the expert's labels of their states (DAgger)
+                parts = guided_parts(support_roll, m.gamma, m.gae_lambda, returns=False)
+                guided, batch_keys = replay.mix(parts, keys, state.generator)
+                log |= learner.update(
+                    state.params,
+                    batch_keys,
+                    guided,
+                    state.optimizer,
+                    state.generator,
+                    m.outer_epochs,
+                    m.outer_minibatches,
+                    m.max_grad_norm,
+                )
+                post = None
+            else:
+                # 3. adapt per task (no grad, vmap within each family) ---------------------------
+                adapted = scatter_tasks(
+                    {
+                        key: learner.adapt_tasks(state.params[key], take_tasks(support, index))
+                        for key, index in groups.items()
+                    },
+                    groups,
+                    len(tasks),
+                )
+                learn_s += time.perf_counter() - t_learn
+                # 4. query episodes with the adapted params -------------------------------------
+                act_k = per_task_policy_fn(policy, adapted, state.buffers, state.generator)
+                query_roll = collect(env, act_k, tasks, m.query_episodes, stats=stats)
+                t_learn = time.perf_counter()
+                query: RLBatch | GuidedBatch = (
+                    rollouts_to_guided(query_roll, m.gamma, m.gae_lambda)
+                    if m.outer_loss != "ppo"
+                    else rollouts_to_tasks(query_roll, m.gamma, m.gae_lambda)
+                )
+                rows = torch.cat([rows, all_obs(query_roll)])
+                post = mean_returns(query_roll)
+                # 5. outer PPO-clip epochs through the inner step -------------------------------
+                log |= outer_epochs(state, learner, groups, support, query, m)
+            # 6. normalisation statistics ------------------------------------------------------
+            state.buffers = update_obs_stats(state.buffers, rows)
+            learn_s += time.perf_counter() - t_learn
+            # 7. bookkeeping, log, checkpoint ------------------------------------------------
+            state.iteration += 1
+            state.env_steps += stats.agent_steps
+            state.env_seconds += stats.seconds
+            state.learn_seconds += learn_s
+            state.wall_seconds = time.perf_counter() - started
+            pre = mean_returns(support_roll)
+            for name, returns in (("pre_score", pre), ("post_score", post)):
+                score = None if returns is None else scorer.score(tasks, returns)
+                if score is not None:
+                    log[name] = score
+            entry = curve_entry(state, tasks, pre, post, log)
+            if not all(math.isfinite(v) for v in entry.values()):
+                raise FloatingPointError(f"{algorithm}: non-finite training values {entry}")
+            state.curve.append(entry)
+            log_tensorboard(writer, algorithm, state, entry, tasks, pre, post)
+            save_checkpoint(state, path, config)
+            if is_best_window(state.curve):
+                copy_checkpoint(path, best_path)
+            if progress is not None:
+                progress.update(task_bar, completed=state.iteration)
     if progress is not None:  # a time-budget stop ends the bar where training ended
         progress.update(task_bar, total=state.iteration, completed=state.iteration)
     return state
@@ -524,52 +552,3 @@ def time_budget(
         rate = (last["env_steps"] - first["env_steps"]) / max(last["env_s"] - first["env_s"], 1e-9)
     left = deadline - time.perf_counter() - reserve_env_steps / rate
     return max(min(budget_s, elapsed + left), 1e-6)
-
-
-def _curve_entry(
-    state: MetaState,
-    tasks: list[Any],
-    pre: np.ndarray,
-    post: np.ndarray | None,
-    log: dict[str, float],
-) -> dict[str, float]:
-    entry = {
-        "iteration": float(state.iteration),
-        "env_steps": float(state.env_steps),
-        "wall_s": state.env_seconds + state.learn_seconds,
-        "env_s": state.env_seconds,
-        "learn_s": state.learn_seconds,
-        "pre_return": float(pre.mean()),
-        **log,
-    }
-    if post is not None:
-        entry["post_return"] = float(post.mean())
-    return entry
-
-
-def _tensorboard(
-    writer: Any,
-    algorithm: str,
-    state: MetaState,
-    entry: dict[str, float],
-    tasks: list[Any],
-    pre: np.ndarray,
-    post: np.ndarray | None,
-) -> None:
-    if writer is None:
-        return
-    step = state.iteration
-    for key, value in entry.items():
-        if key != "iteration":
-            writer.add_scalar(f"{algorithm}/{key}", value, step)
-    families = sorted({t.family for t in tasks})
-    fam = np.array([t.family for t in tasks])
-    for f in families:
-        writer.add_scalar(f"{algorithm}/pre_return/{f}", float(pre[fam == f].mean()), step)
-        if post is not None:
-            writer.add_scalar(f"{algorithm}/post_return/{f}", float(post[fam == f].mean()), step)
-    for key, params in state.params.items():
-        if isinstance(params, MetaSGDParams):
-            prefix = f"{algorithm}/inner_lr" + ("" if key == SHARED_KEY else f"/{key}")
-            for k, v in params.lrs[0].items():
-                writer.add_scalar(f"{prefix}/{k}", float(v.detach().abs().mean()), step)
