@@ -23,7 +23,14 @@ from torch import Tensor
 
 from avatar_meta.config import RunConfig
 from avatar_meta.envs.inprocess import wire_spec
-from avatar_meta.envs.rollouts import ActionBatch, PolicyFn, TaskEnv, TaskRollout
+from avatar_meta.envs.rollouts import (
+    ActionBatch,
+    CollectStats,
+    PolicyFn,
+    TaskEnv,
+    TaskRollout,
+    collect,
+)
 from avatar_meta.meta.core import inner_grad, map_tasks, select_keys, sgd_step
 from avatar_meta.rl import (
     Buffers,
@@ -36,7 +43,7 @@ from avatar_meta.rl import (
     make_batch,
 )
 from avatar_meta.rl.losses import GuidedBatch, LossFn, stack_batches, stack_guided
-from avatar_meta.tasks import task_code
+from avatar_meta.tasks import Task, task_code
 from avatar_meta.world.observed_expert import expert_labels
 
 EnvFactory = Callable[[], TaskEnv]
@@ -180,6 +187,35 @@ class TaskPolicy:
             for k, v in self.buffers.items()
         }
         return per_task_policy_fn(Policy(self.spec), stacked, buffers, generator)
+
+
+def collect_per_task(
+    env: TaskEnv,
+    policy: Policy,
+    stacked: Params,
+    buffers: Buffers,
+    generator: torch.Generator,
+    tasks: Sequence[Task],
+    episodes: int,
+    stats: CollectStats | None = None,
+) -> list[TaskRollout]:
+    """`collect` with `per_task_policy_fn(policy, stacked, buffers, generator)`. On an env of
+    worker processes (`ParallelTaskEnv`) the workers act for their tasks themselves
+    (`collect_sharded`, the action noise seeded by one draw from `generator`): the trainer
+    then only waits, instead of computing every step's actions and crossing the pipes."""
+    sharded = getattr(env, "collect_sharded", None)
+    if sharded is None:
+        act = per_task_policy_fn(policy, stacked, buffers, generator)
+        return collect(env, act, tasks, episodes, stats=stats)
+    snapshot = TaskPolicy.of(policy.spec, stacked, buffers, derived_seed(generator))
+    result: list[TaskRollout] = sharded(snapshot, tasks, episodes, stats=stats)
+    return result
+
+
+def derived_seed(generator: torch.Generator) -> int:
+    """One draw from `generator`: the seed of a snapshot that acts in another thread or
+    process (no generator is shared, and the run stays reproducible)."""
+    return int(torch.randint(0, 2**31, (1,), generator=generator))
 
 
 def _numpy(tensors: dict[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from avatar_meta.config import RunConfig
-from avatar_meta.envs.rollouts import CollectStats, TaskEnv, collect
+from avatar_meta.envs.rollouts import TaskEnv
 from avatar_meta.meta.core import map_tasks
 from avatar_meta.meta.encoder import encoder_adapt
 from avatar_meta.meta.reptile import reptile_adapt
@@ -52,8 +52,8 @@ from avatar_meta.tasks import Task
 from avatar_meta.training.common import (
     adapt_prefix,
     adapt_step,
+    collect_per_task,
     mean_returns,
-    per_task_policy_fn,
     rollouts_to_tasks,
 )
 from avatar_meta.training.records import HeldoutRecord, make_record
@@ -137,8 +137,9 @@ def evaluate_tasks(
     steps = np.zeros(len(tasks), dtype=np.int64)
     start = time.perf_counter()
     for s in range(ev.adaptation_steps + 1):
-        act = per_task_policy_fn(policy, stacked, buffers, generator)
-        rolls = collect(env, act, tasks, ev.episodes_per_step, stats=CollectStats())
+        rolls = collect_per_task(
+            env, policy, stacked, buffers, generator, tasks, ev.episodes_per_step
+        )
         returns.append(mean_returns(rolls))
         steps += np.array([r.env_steps for r in rolls])
         if s < ev.adaptation_steps:
@@ -182,9 +183,8 @@ def evaluate_search(
         n = arms.shape[1]
         params = {name: v.repeat_interleave(n, 0) for name, v in init.items()}
         params[CONTEXT] = search.contexts(arms).reshape(k * n, -1)
-        act = per_task_policy_fn(policy, params, buffers, generator)
         repeated = [t for t in tasks for _ in range(n)]
-        rolls = collect(env, act, repeated, episodes, stats=CollectStats())
+        rolls = collect_per_task(env, policy, params, buffers, generator, repeated, episodes)
         out = np.stack([r.episode_return for r in rolls]).reshape(k, n, episodes)
         search.record(arms, out)
         steps[:] += np.array([r.env_steps for r in rolls]).reshape(k, n).sum(1)

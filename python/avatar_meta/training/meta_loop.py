@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from avatar_meta.config import MetaConfig, RunConfig
-from avatar_meta.envs.rollouts import TaskEnv, collect
+from avatar_meta.envs.rollouts import CollectStats, TaskEnv
 from avatar_meta.meta import (
     MAML,
     MAMLConfig,
@@ -87,14 +87,15 @@ from avatar_meta.training.common import (
     TaskPolicy,
     adapt_prefix,
     all_obs,
+    collect_per_task,
+    derived_seed,
     guided_parts,
     mean_returns,
-    per_task_policy_fn,
     rollouts_to_guided,
     rollouts_to_tasks,
 )
 from avatar_meta.training.curve import curve_entry, log_tensorboard
-from avatar_meta.training.prefetch import Prefetcher, collect_batch, derived_seed
+from avatar_meta.training.prefetch import Prefetcher, SupportBatch
 from avatar_meta.training.scoring import TrainingScorer
 from avatar_meta.training.task_groups import (
     scatter_tasks,
@@ -395,8 +396,18 @@ def train_algorithm(
             if batch is None:
                 tasks, keys = sample_batch(state, config, dist)
                 init = support_policy(algorithm, state, tasks, keys)
-                act = per_task_policy_fn(policy, init, state.buffers, state.generator)
-                batch = collect_batch(env, act, tasks, keys, m.support_episodes)
+                stats = CollectStats()
+                rolls = collect_per_task(
+                    env,
+                    policy,
+                    init,
+                    state.buffers,
+                    state.generator,
+                    tasks,
+                    m.support_episodes,
+                    stats,
+                )
+                batch = SupportBatch(tasks, keys, rolls, stats)
             if prefetch is not None:  # the next batch is collected while this one is learned
                 tasks, keys = sample_batch(state, config, dist)
                 init = support_policy(algorithm, state, tasks, keys)
@@ -457,8 +468,16 @@ def train_algorithm(
                 )
                 learn_s += time.perf_counter() - t_learn
                 # 4. query episodes with the adapted params -------------------------------------
-                act_k = per_task_policy_fn(policy, adapted, state.buffers, state.generator)
-                query_roll = collect(env, act_k, tasks, m.query_episodes, stats=stats)
+                query_roll = collect_per_task(
+                    env,
+                    policy,
+                    adapted,
+                    state.buffers,
+                    state.generator,
+                    tasks,
+                    m.query_episodes,
+                    stats,
+                )
                 t_learn = time.perf_counter()
                 query: RLBatch | GuidedBatch = (
                     rollouts_to_guided(query_roll, m.gamma, m.gae_lambda)

@@ -23,11 +23,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import torch
-
 from avatar_meta.envs.rollouts import (
     CollectStats,
-    PolicyFn,
     ShardablePolicy,
     TaskEnv,
     TaskRollout,
@@ -47,29 +44,17 @@ class SupportBatch:
 
 
 def collect_batch(
-    env: TaskEnv,
-    act: PolicyFn | ShardablePolicy,
-    tasks: Sequence[Task],
-    keys: Sequence[str],
-    episodes: int,
+    env: TaskEnv, policy: ShardablePolicy, tasks: Sequence[Task], keys: Sequence[str], episodes: int
 ) -> SupportBatch:
-    """`episodes` per task, timed and counted. A `ShardablePolicy` on an env of worker
-    processes (`ParallelTaskEnv`) runs in the workers (`collect_sharded`); otherwise here."""
+    """`episodes` per task, timed and counted: in the worlds' worker processes on an env that
+    has them (`ParallelTaskEnv.collect_sharded`), otherwise here."""
     stats = CollectStats()
     sharded = getattr(env, "collect_sharded", None)
-    if isinstance(act, ShardablePolicy):
-        if sharded is not None:
-            rollouts = sharded(act, tasks, episodes, stats=stats)
-            return SupportBatch(list(tasks), list(keys), rollouts, stats)
-        act = act.policy_fn(0)
-    rollouts = collect(env, act, tasks, episodes, stats=stats)
+    if sharded is not None:
+        rollouts = sharded(policy, tasks, episodes, stats=stats)
+    else:
+        rollouts = collect(env, policy.policy_fn(0), tasks, episodes, stats=stats)
     return SupportBatch(list(tasks), list(keys), rollouts, stats)
-
-
-def derived_seed(generator: torch.Generator) -> int:
-    """One draw from `generator`: the seed of a snapshot that acts in another thread or
-    process (so no generator is shared)."""
-    return int(torch.randint(0, 2**31, (1,), generator=generator))
 
 
 class Prefetcher:
@@ -81,14 +66,12 @@ class Prefetcher:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="collect-ahead")
         self._pending: Future[SupportBatch] | None = None
 
-    def start(
-        self, act: PolicyFn | ShardablePolicy, tasks: Sequence[Task], keys: Sequence[str]
-    ) -> None:
+    def start(self, policy: ShardablePolicy, tasks: Sequence[Task], keys: Sequence[str]) -> None:
         """Begin collecting the next batch; `act` must not share tensors that the trainer
         updates in place (a `training.common.TaskPolicy` holds copies)."""
         if self._pending is not None:
             raise RuntimeError("a collection is already in flight; take() it first")
-        self._pending = self._pool.submit(collect_batch, self.env, act, tasks, keys, self.episodes)
+        self._pending = self._pool.submit(collect_batch, self.env, policy, tasks, keys, self.episodes)
 
     def take(self) -> SupportBatch | None:
         """The batch in flight once it is complete (its errors are raised here), or None
