@@ -71,7 +71,9 @@ class Prefetcher:
         updates in place (a `training.common.TaskPolicy` holds copies)."""
         if self._pending is not None:
             raise RuntimeError("a collection is already in flight; take() it first")
-        self._pending = self._pool.submit(collect_batch, self.env, policy, tasks, keys, self.episodes)
+        self._pending = self._pool.submit(
+            collect_batch, self.env, policy, tasks, keys, self.episodes
+        )
 
     def take(self) -> SupportBatch | None:
         """The batch in flight once it is complete (its errors are raised here), or None
