@@ -269,8 +269,10 @@ def test_search_through_the_real_world(tmp_path: Path) -> None:
 def test_search_collects_ahead_in_the_worlds_workers(tmp_path: Path) -> None:
     """`meta.search_collect_ahead` with two real worlds: each batch after the first is
     collected by the workers while the trainer learns; the loop learns, checkpoints and
-    resumes as without it, and the curve's wall time is its own (not env + learn)."""
+    resumes as without it, and the curve's wall time is its own (not env + learn). The
+    held-out evaluation's probes run in the workers too."""
     from avatar_meta.training.common import make_env
+    from avatar_meta.training.evaluate import evaluate_checkpoint
     from avatar_meta.training.meta_loop import train_algorithm
 
     data = {**SEARCH_RUN, "env": {"num_envs": 2, "num_areas": 4, "base_port": 5740}}
@@ -286,5 +288,9 @@ def test_search_collects_ahead_in_the_worlds_workers(tmp_path: Path) -> None:
         more = {**data, "meta": {**data["meta"], "meta_iterations": 4}}
         resumed = train_algorithm("search", config_from_dict(more), env, tmp_path, resume=True)
         assert resumed.iteration == 4 and resumed.env_steps > state.env_steps
+        heldout = config.task_distribution().heldout()[:3]
+        records = evaluate_checkpoint("search", config, env, tmp_path, heldout)
     finally:
         env.close()
+    assert [r["task_id"] for r in records] == [t.task_id for t in heldout]
+    assert all(len(r["return_by_step"]) == 4 and r["env_steps"] >= 16 for r in records)

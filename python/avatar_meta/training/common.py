@@ -121,8 +121,8 @@ def per_task_policy_fn(
 
     The forward pass is vmapped over rows with per-row weights; sampling follows
     `Policy.act` (Gaussian + masked categorical) outside the vmap. The per-row weights of the
-    last `task_index` are kept: a collection round asks with the same rows at every step,
-    and gathering them was a fifth of the demo's collection time.
+    last few `task_index` arrays are kept: a collection round asks with the same rows at
+    every step, and gathering them anew was a fifth of the demo's collection time.
     """
     stacked = {k: v.detach() for k, v in stacked.items()}
 
