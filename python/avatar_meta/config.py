@@ -202,6 +202,10 @@ class MetaConfig:
     search_replay: int = 0
     """search: expert-labelled tasks of past meta-iterations kept (DAgger's aggregation); each
     update mixes in as many of them as this iteration has tasks (0 = none)."""
+    search_identify_body: bool = False
+    """search: after the support step, set the body numbers of every hypothesis to the body
+    identified from the support episodes' observations (top speed, turn rate, actuation
+    noise; `meta.body`) instead of the probes' guesses."""
     search_collect_ahead: bool = False
     """search: collect the next meta-batch's episodes in a background thread while the
     trainer learns on this one (the worlds and the trainer stop waiting on each other; the

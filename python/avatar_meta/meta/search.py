@@ -84,6 +84,14 @@ def _weighted(codes: Tensor) -> Tensor:
     return codes * weights
 
 
+def with_body(codes: Tensor, body: Tensor) -> Tensor:
+    """Task codes [..., C] with their last three numbers (the body's) set to `body`
+    (broadcast). A new tensor."""
+    out = codes.clone()
+    out[..., -len(contract.BODY_PARAMS) :] = body
+    return out
+
+
 def cover(codes: Tensor, n: int, first: int | None = None) -> Tensor:
     """A k-centre cover of task codes [N, TASK_CODE_SIZE]: n of them, each the farthest from
     those chosen before it, starting from `first` (default: the one nearest the mean;
@@ -249,6 +257,13 @@ class ProbeSearch:
         self.total = np.concatenate([self.total, np.zeros((k, r))], axis=1)
         self.count = np.concatenate([self.count, np.zeros((k, r))], axis=1)
         return np.tile(np.arange(p, p + r), (k, 1))
+
+    def set_body(self, bodies: Tensor, which: Tensor) -> None:
+        """The hypotheses of each task k with `which[k]` take the body code `bodies[k]`
+        ([K, 3], identified from its episodes, `meta.body`); the records are kept."""
+        self.probes = torch.where(
+            which[:, None, None], with_body(self.probes, bodies[:, None]), self.probes
+        )
 
     def contexts(self, arms: np.ndarray) -> Tensor:
         """[K, n, C] the contexts of the probes `arms` [K, n]."""

@@ -34,8 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from avatar_meta import contract
 from avatar_meta.config import RunConfig
-from avatar_meta.envs.rollouts import TaskEnv
+from avatar_meta.envs.rollouts import TaskEnv, TaskRollout
+from avatar_meta.meta.body import body_code, identify_body
 from avatar_meta.meta.core import map_tasks
 from avatar_meta.meta.encoder import encoder_adapt
 from avatar_meta.meta.reptile import reptile_adapt
@@ -46,6 +48,7 @@ from avatar_meta.meta.search import (
     cover,
     refinements,
     task_contexts,
+    with_body,
 )
 from avatar_meta.rl import Buffers, Params, Policy, make_pg_loss
 from avatar_meta.tasks import Task
@@ -170,12 +173,15 @@ def evaluate_search(
     adaptation step act with the best probe so far; the steps between split their episodes
     between it and `meta.search_refine` new hypotheses around it (`search.refinements`),
     which the last step can then pick. Every step spends `eval.episodes_per_step` episodes
-    per task at most."""
+    per task at most. With `meta.search_identify_body` the body numbers of every hypothesis
+    are replaced, after the support step, by the body identified from its episodes
+    (`meta.body`)."""
     generator = torch.Generator().manual_seed(seed)
     k, p = probes.shape[:2]
     search = ProbeSearch.start(probes)
     start = time.perf_counter()
     steps = np.zeros(k, dtype=np.int64)
+    seen: list[list[TaskRollout]] = [[] for _ in tasks]
 
     def run(arms: np.ndarray, episodes: int) -> np.ndarray:
         """Each task's probes `arms` [K, n] for `episodes` episodes each, recorded; [K, n, E]
@@ -187,6 +193,8 @@ def evaluate_search(
         rolls = collect_per_task(env, policy, params, buffers, generator, repeated, episodes)
         out = np.stack([r.episode_return for r in rolls]).reshape(k, n, episodes)
         search.record(arms, out)
+        for i, r in enumerate(rolls):
+            seen[i // n].append(r)
         steps[:] += np.array([r.env_steps for r in rolls]).reshape(k, n).sum(1)
         return out
 
@@ -196,6 +204,21 @@ def evaluate_search(
     if per_finalist > 0:
         support.append(run(search.best(finalists), per_finalist).reshape(k, -1))
     returns = [np.concatenate(support, axis=1).mean(1)]
+    seen_body = [identifies_body(config, t.family) for t in tasks]
+    if any(seen_body):  # those tasks' hypotheses now carry the body their episodes showed
+        bodies = torch.from_numpy(
+            np.stack(
+                [
+                    body_code(identify_body(rolls)) if b else np.zeros(3, np.float32)
+                    for rolls, b in zip(seen, seen_body, strict=True)
+                ]
+            )
+        )
+        search.set_body(bodies, torch.tensor(seen_body))
+        pools = [
+            with_body(pool, body) if b else pool
+            for pool, body, b in zip(pools, bodies, seen_body, strict=True)
+        ]
     stacked = init
     last = config.eval.adaptation_steps
     for step in range(1, last + 1):
@@ -247,6 +270,14 @@ def _records(
     ]
 
 
+def identifies_body(config: RunConfig, family: str) -> bool:
+    """Does the search identify this family's body (`meta.search_identify_body`)? Only a
+    family with a continuous parameter: its probes are better spent on finer values of it.
+    A family of discrete choices only has probes to spare, and they vary the body instead."""
+    params = contract.FAMILY_BY_NAME[family].params
+    return config.meta.search_identify_body and any(not p.integer for p in params)
+
+
 def search_hypotheses(
     config: RunConfig, tasks: Sequence[Task]
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -265,6 +296,8 @@ def search_hypotheses(
                 "strategy search adapts only to families it was trained on"
             )
         pools[family] = task_contexts(by_family[family])
+        if identifies_body(config, family):  # one body guess until the episodes show it
+            pools[family] = with_body(pools[family], torch.zeros(()))
         covers[family] = cover(pools[family], p)
         if len(covers[family]) < p:
             raise ValueError(
