@@ -173,15 +173,16 @@ def evaluate_search(
     adaptation step act with the best probe so far; the steps between split their episodes
     between it and `meta.search_refine` new hypotheses around it (`search.refinements`),
     which the last step can then pick. Every step spends `eval.episodes_per_step` episodes
-    per task at most. With `meta.search_identify_body` the body numbers of every hypothesis
-    are replaced, after the support step, by the body identified from its episodes
-    (`meta.body`)."""
+    per task at most. With `meta.search_identify_body`, in the families with a continuous
+    parameter (`identifies_body`), the body numbers of every hypothesis are replaced after
+    the support step by the body identified from its episodes (`meta.body`)."""
     generator = torch.Generator().manual_seed(seed)
     k, p = probes.shape[:2]
     search = ProbeSearch.start(probes)
     start = time.perf_counter()
     steps = np.zeros(k, dtype=np.int64)
-    seen: list[list[TaskRollout]] = [[] for _ in tasks]
+    support_rolls: list[list[TaskRollout]] = [[] for _ in tasks]
+    in_support = True  # the support step's rollouts are kept, for `_identified_bodies`
 
     def run(arms: np.ndarray, episodes: int) -> np.ndarray:
         """Each task's probes `arms` [K, n] for `episodes` episodes each, recorded; [K, n, E]
@@ -193,8 +194,9 @@ def evaluate_search(
         rolls = collect_per_task(env, policy, params, buffers, generator, repeated, episodes)
         out = np.stack([r.episode_return for r in rolls]).reshape(k, n, episodes)
         search.record(arms, out)
-        for i, r in enumerate(rolls):
-            seen[i // n].append(r)
+        if in_support:
+            for i, r in enumerate(rolls):
+                support_rolls[i // n].append(r)
         steps[:] += np.array([r.env_steps for r in rolls]).reshape(k, n).sum(1)
         return out
 
@@ -204,21 +206,8 @@ def evaluate_search(
     if per_finalist > 0:
         support.append(run(search.best(finalists), per_finalist).reshape(k, -1))
     returns = [np.concatenate(support, axis=1).mean(1)]
-    seen_body = [identifies_body(config, t.family) for t in tasks]
-    if any(seen_body):  # those tasks' hypotheses now carry the body their episodes showed
-        bodies = torch.from_numpy(
-            np.stack(
-                [
-                    body_code(identify_body(rolls)) if b else np.zeros(3, np.float32)
-                    for rolls, b in zip(seen, seen_body, strict=True)
-                ]
-            )
-        )
-        search.set_body(bodies, torch.tensor(seen_body))
-        pools = [
-            with_body(pool, body) if b else pool
-            for pool, body, b in zip(pools, bodies, seen_body, strict=True)
-        ]
+    pools = _identified_bodies(search, pools, support_rolls, tasks, config)
+    in_support, support_rolls = False, []
     stacked = init
     last = config.eval.adaptation_steps
     for step in range(1, last + 1):
@@ -267,6 +256,30 @@ def _records(
     return [
         make_record(task, method, by_task[i].tolist(), int(steps[i]), wall)
         for i, task in enumerate(tasks)
+    ]
+
+
+def _identified_bodies(
+    search: ProbeSearch,
+    pools: Sequence[torch.Tensor],
+    support_rolls: Sequence[Sequence[TaskRollout]],
+    tasks: Sequence[Task],
+    config: RunConfig,
+) -> list[torch.Tensor]:
+    """Give the hypotheses (and the refinement pool) of each task whose family
+    `identifies_body` the body its support episodes showed; returns the pools."""
+    which = [identifies_body(config, t.family) for t in tasks]
+    if not any(which):
+        return list(pools)
+    codes = [
+        body_code(identify_body(rolls)) if known else np.zeros(3, np.float32)
+        for rolls, known in zip(support_rolls, which, strict=True)
+    ]
+    bodies = torch.from_numpy(np.stack(codes))
+    search.set_body(bodies, torch.tensor(which))
+    return [
+        with_body(pool, body) if known else pool
+        for pool, body, known in zip(pools, bodies, which, strict=True)
     ]
 
 
