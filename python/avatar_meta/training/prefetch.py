@@ -4,7 +4,10 @@ Strategy search's meta-iteration is: collect one episode per task with the polic
 task's code, then imitate the expert on those states. The trainer process drives the worlds
 (a policy forward pass per step) but mostly waits on them, and while it learns the worlds sit
 idle. `Prefetcher` runs the collection of meta-batch i+1 in a background thread while the
-update of meta-batch i runs, so each covers the other's waiting.
+update of meta-batch i runs, so each covers the other's waiting. On an env of worker
+processes the workers act themselves (`ParallelTaskEnv.collect_sharded`) and the thread only
+waits on them; elsewhere the thread steps the env and shares the GIL with the update (the
+demo measured 1.43 s per iteration that way, 1.15 s with the workers acting).
 
 The price is one iteration of staleness: batch i+1 is collected with the parameters from
 before update i. DAgger tolerates it (the labels are the expert's, whatever policy visited
