@@ -1,13 +1,15 @@
 """Re-evaluate a strategy-search checkpoint under several evaluation settings
 (docs/training.md, "Identifying the body").
 
-usage: python tools/search_eval.py RUN_DIR '[{"meta.search_identify_body": false}, {}]' [SEEDS]
+usage: python tools/search_eval.py RUN_DIR '[{"meta.search_identify_body": false}, {}]'
+           [--run-seed N] [SEEDS]
 
 For each settings dict (dotted overrides of config/demo.yaml), the run's search checkpoint
 adapts to the 24 held-out tasks in-process once per evaluation seed (default 1000 1001 1002),
 and the tool prints one JSON line: the normalised score ((return - random) / (scripted -
 random)) after steps 0..3, averaged over the seeds, overall and per family, and step 3 per
-seed. The same checkpoint under each setting: the difference is the setting's.
+seed. The same checkpoint under each setting: the difference is the setting's. `--run-seed`
+is the run's `--seed` (its held-out tasks follow it; default 0).
 """
 
 import json
@@ -29,10 +31,20 @@ CONFIG = str(Path(__file__).resolve().parents[1] / "config" / "demo.yaml")
 
 
 def main() -> None:
-    run_dir = Path(sys.argv[1])
-    settings = json.loads(sys.argv[2])
-    seeds = [int(s) for s in sys.argv[3:]] or [1000, 1001, 1002]
-    base = {"env.inprocess": True, "output.progress": False, "output.tensorboard": False}
+    args = sys.argv[1:]
+    run_seed = 0
+    if "--run-seed" in args:
+        at = args.index("--run-seed")
+        run_seed = int(args[at + 1])
+        del args[at : at + 2]
+    run_dir, settings = Path(args[0]), json.loads(args[1])
+    seeds = [int(s) for s in args[2:]] or [1000, 1001, 1002]
+    base = {
+        "env.inprocess": True,
+        "env.seed": run_seed,
+        "output.progress": False,
+        "output.tensorboard": False,
+    }
     config = load_config(CONFIG, base)
     heldout = config.task_distribution().heldout()
     env = make_env(config)
