@@ -253,6 +253,29 @@ def collect(
     return rollouts
 
 
+def has_workers(env: TaskEnv) -> bool:
+    """Can the env's worker processes act themselves (`ParallelTaskEnv.collect_sharded`)?"""
+    return callable(getattr(env, "collect_sharded", None))
+
+
+def collect_shardable(
+    env: TaskEnv,
+    policy: ShardablePolicy,
+    tasks: Sequence[Task],
+    episodes_per_task: int,
+    *,
+    stats: CollectStats | None = None,
+) -> list[TaskRollout]:
+    """`collect` with `policy`: in the env's worker processes when it has them
+    (`has_workers`), otherwise here with its random stream 0."""
+    if has_workers(env):
+        rollouts: list[TaskRollout] = env.collect_sharded(  # type: ignore[attr-defined]
+            policy, tasks, episodes_per_task, stats=stats
+        )
+        return rollouts
+    return collect(env, policy.policy_fn(0), tasks, episodes_per_task, stats=stats)
+
+
 def _recover(
     env: TaskEnv, err: WorldFailure, stats: CollectStats, max_retries: int, retries_before: int
 ) -> None:

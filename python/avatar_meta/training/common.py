@@ -30,6 +30,8 @@ from avatar_meta.envs.rollouts import (
     TaskEnv,
     TaskRollout,
     collect,
+    collect_shardable,
+    has_workers,
 )
 from avatar_meta.meta.core import inner_grad, map_tasks, select_keys, sgd_step
 from avatar_meta.rl import (
@@ -203,13 +205,11 @@ def collect_per_task(
     worker processes (`ParallelTaskEnv`) the workers act for their tasks themselves
     (`collect_sharded`, the action noise seeded by one draw from `generator`): the trainer
     then only waits, instead of computing every step's actions and crossing the pipes."""
-    sharded = getattr(env, "collect_sharded", None)
-    if sharded is None:
+    if not has_workers(env):  # acting here with the caller's generator, as always
         act = per_task_policy_fn(policy, stacked, buffers, generator)
         return collect(env, act, tasks, episodes, stats=stats)
     snapshot = TaskPolicy.of(policy.spec, stacked, buffers, derived_seed(generator))
-    result: list[TaskRollout] = sharded(snapshot, tasks, episodes, stats=stats)
-    return result
+    return collect_shardable(env, snapshot, tasks, episodes, stats=stats)
 
 
 def derived_seed(generator: torch.Generator) -> int:

@@ -31,7 +31,7 @@ from avatar_meta.envs.rollouts import (
     ShardablePolicy,
     TaskEnv,
     TaskRollout,
-    collect,
+    collect_shardable,
 )
 from avatar_meta.tasks import Task
 
@@ -52,11 +52,7 @@ def collect_batch(
     """`episodes` per task, timed and counted: in the worlds' worker processes on an env that
     has them (`ParallelTaskEnv.collect_sharded`), otherwise here."""
     stats = CollectStats()
-    sharded = getattr(env, "collect_sharded", None)
-    if sharded is not None:
-        rollouts = sharded(policy, tasks, episodes, stats=stats)
-    else:
-        rollouts = collect(env, policy.policy_fn(0), tasks, episodes, stats=stats)
+    rollouts = collect_shardable(env, policy, tasks, episodes, stats=stats)
     return SupportBatch(list(tasks), list(keys), rollouts, stats)
 
 
