@@ -1,4 +1,5 @@
-"""Expert labels rebuilt from observations equal the scripted oracle that reads the plaza."""
+"""Expert labels rebuilt from observations equal the scripted oracle that reads the plaza
+(with patrol's pass-through off), and patrol's pass-through labels go into each landmark."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from avatar_meta import contract
 from avatar_meta.envs.inprocess import wire_spec
-from avatar_meta.tasks import TaskDistribution
+from avatar_meta.tasks import Task, TaskDistribution
 from avatar_meta.world import scripted
 from avatar_meta.world.observed_expert import expert_labels
 from avatar_meta.world.plaza import Plaza
@@ -42,7 +43,7 @@ def record(driver: str, family: str, seed: int = 3):
 def test_labels_from_observations_equal_the_state_reading_oracle(driver: str, family: str) -> None:
     tasks, obs, want_cont, want_gesture = record(driver, family)
     for row, task in enumerate(tasks):
-        cont, gesture = expert_labels(wire_spec(task), obs[row : row + 1])
+        cont, gesture = expert_labels(wire_spec(task), obs[row : row + 1], pass_through_m=0.0)
         err = np.abs(cont[0] - want_cont[row]).max(axis=-1)
         # pace_match reads the visitor's heading, rebuilt from its velocity: equal except on
         # the few steps where the walking visitor turns a corner of its loop
@@ -57,8 +58,53 @@ def test_greeting_and_patrol_memory_are_replayed() -> None:
     assert (want_gesture > 0).any(), "the oracle should greet within the recorded steps"
     tasks, obs, want_cont, _ = record("oracle", "patrol")
     for row, task in enumerate(tasks):
-        cont, _ = expert_labels(wire_spec(task), obs[row : row + 1])
+        cont, _ = expert_labels(wire_spec(task), obs[row : row + 1], pass_through_m=0.0)
         np.testing.assert_allclose(cont[0], want_cont[row], atol=1e-3)
+
+
+def drive_by_labels(
+    tasks: list[Task], seed: int, pass_through_m: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Closed loop: every decision takes the labels' action at the newest observation (the
+    labeller replays the episode so far). -> positions [n, T] complex and returns [n]."""
+    plaza = Plaza(num_areas=len(tasks), agents_per_area=1, seed=seed)
+    for area, task in enumerate(tasks):
+        plaza.assign_task(area, wire_spec(task))
+    obs, _ = plaza.reset()
+    seen, returns = [], np.zeros(len(tasks))
+    for _ in range(contract.MAX_EPISODE_STEPS):
+        seen.append(np.asarray(obs))
+        history = np.stack(seen, 1)
+        labels = [
+            expert_labels(wire_spec(t), history[i : i + 1], pass_through_m)
+            for i, t in enumerate(tasks)
+        ]
+        cont = np.stack([c[0, -1] for c, _ in labels])
+        result = plaza.step(cont, np.zeros(len(tasks), dtype=np.int64))
+        returns += result.reward
+        if result.done.any():
+            break
+        obs = result.obs
+    pos = np.stack(seen, 1)[..., contract.OBS["own_position"]] * contract.POSITION_SCALE
+    return pos[..., 0] + 1j * pos[..., 1], returns
+
+
+def test_patrol_labels_pass_through_each_landmark_reached() -> None:
+    """Driven by its own labels, a patrol avatar goes to within the pass-through distance of
+    every landmark it reaches (the oracle turns at the arrival radius), and gives up little
+    of the oracle's return for it."""
+    tasks = TaskDistribution(families=("patrol",), n_train=6, n_heldout=1, seed=5).train_tasks()
+    landmarks = np.array([complex(x, z) for x, z in contract.LANDMARKS])
+    closest, returns = {}, {}
+    for radius in (0.0, 0.5):
+        pos, returns[radius] = drive_by_labels(tasks, seed=5, pass_through_m=radius)
+        nearest = np.abs(pos[..., None] - landmarks).min(axis=1)  # [n, 3] metres
+        closest[radius] = nearest[nearest <= 1.0]  # the landmarks whose radius it entered
+        assert len(closest[radius]) >= 2 * len(tasks), "patrol avatars should reach landmarks"
+    assert closest[0.5].max() <= 0.55
+    assert closest[0.0].max() > 0.6, "the oracle turns at the edge: nothing to compare"
+    oracle, passing = returns[0.0], returns[0.5]
+    assert passing.mean() >= 0.9 * oracle.mean()
 
 
 def test_padding_rows_get_finite_labels() -> None:

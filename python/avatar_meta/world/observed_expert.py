@@ -12,7 +12,8 @@ reads (contract v1 observations, docs/scenarios.md section 2):
   always walks);
 - signed forward speed: the local forward component of `own_velocity` times the top speed;
 - patrol slot and the greeting flag: replayed along the episode from positions, distances and
-  `own_gesture` with the same rules as `world.scenarios`.
+  `own_gesture` with the same rules as `world.scenarios` (patrol's labels then pass through
+  each landmark reached instead of turning at its edge; see `expert_labels`).
 
 `expert_labels(task, obs)` labels whole episodes; guided meta-training (`meta.outer_loss:
 imitation`) imitates these labels with the *adapted* policy on the states it visited itself.
@@ -35,6 +36,10 @@ _GREET = scripted.FAMILY["greet_visitor"]
 _PATROL = scripted.FAMILY["patrol"]
 _BAND_M = 0.25
 """Greeting band of the scripted oracle (`scripted.scripted_actions`)."""
+PATROL_PASS_THROUGH_M = 0.5
+"""Patrol labels keep heading into a reached landmark until this close to its centre."""
+PATROL_AIM_BEYOND_M = 1.0
+"""...aiming this far beyond the centre, so that the avatar passes at speed, not braking."""
 
 
 def _family_index(spec: TaskSpec) -> int:
@@ -100,10 +105,34 @@ def _replay_memory(
     return slot, greeted
 
 
-def expert_labels(task_spec: TaskSpec, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _passing_through(
+    slot: np.ndarray, pos: np.ndarray, route: int, radius_m: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where a patrol avatar is still heading into the landmark it just reached (closing on
+    it, farther than `radius_m` from its centre) -> (mask [E, T] bool, that landmark [E, T])."""
+    reached = ROUTE_XZ[route, (slot - 1) % 3]
+    dist = np.abs(pos - reached)
+    passing = np.zeros(slot.shape, dtype=bool)
+    for t in range(1, slot.shape[1]):
+        arrived = slot[:, t] > slot[:, t - 1]
+        closing = dist[:, t] < np.where(arrived, np.inf, dist[:, t - 1])
+        passing[:, t] = (arrived | passing[:, t - 1]) & closing & (dist[:, t] > radius_m)
+    return passing, reached
+
+
+def expert_labels(
+    task_spec: TaskSpec, obs: np.ndarray, pass_through_m: float = PATROL_PASS_THROUGH_M
+) -> tuple[np.ndarray, np.ndarray]:
     """Expert actions for one task's episodes: obs [E, T, OBS] (each row e one episode from
     its first decision; padding rows past an episode's end get labels too, ignore them) ->
-    (continuous [E, T, 2] float32 in [-1, 1], gesture [E, T] int64)."""
+    (continuous [E, T, 2] float32 in [-1, 1], gesture [E, T] int64).
+
+    The labels are the scripted oracle's, except on patrol just after an arrival. The oracle
+    turns for the next landmark at ARRIVE_RADIUS from the one reached. A memoryless policy
+    cannot see that the arrival counted, and an imitation that turns a few decimetres early
+    never arrives, then takes the wrong-way penalty at the next landmark. So the labels keep
+    heading into the reached landmark until `pass_through_m` from its centre (0 = exactly the
+    oracle), and the imitation's turn falls well inside the radius."""
     obs = np.asarray(obs)
     episodes, steps = obs.shape[0], obs.shape[1]
     flat = obs.reshape(episodes * steps, -1)
@@ -114,6 +143,14 @@ def expert_labels(task_spec: TaskSpec, obs: np.ndarray) -> tuple[np.ndarray, np.
     params[:, : len(task_spec.params)] = task_spec.params
     band = np.full(flat.shape[0], _BAND_M)
     cont, gesture = scripted.actions_for_state(state, params, slot.reshape(-1), band)
+    if pass_through_m > 0 and _family_index(task_spec) == _PATROL:
+        pos = geometry.from_xz(state["pos"]).reshape(episodes, steps)
+        passing, reached = _passing_through(slot, pos, int(task_spec.params[0]), pass_through_m)
+        rows = passing.reshape(-1)
+        if rows.any():
+            mark, here = reached.reshape(-1)[rows], pos.reshape(-1)[rows]
+            aim = mark + PATROL_AIM_BEYOND_M * (mark - here) / np.maximum(np.abs(mark - here), 1e-9)
+            cont[rows] = scripted.drive({k: v[rows] for k, v in state.items()}, aim, 0 * aim)
     cont = np.nan_to_num(cont)  # degenerate rows (e.g. padding on top of the visitor) -> 0
     return (
         np.clip(cont, -1.0, 1.0).astype(np.float32).reshape(episodes, steps, 2),
