@@ -206,3 +206,24 @@ def test_imitation_pretraining_moves_the_policy_towards_the_scripted_expert() ->
         return float(np.square(np.clip(got, -1, 1) - want.numpy()).sum(-1).mean())
 
     assert error(trained.agent) < 0.6 * error(fresh)
+
+
+@pytest.mark.parametrize(
+    ("config_file", "overrides", "want"),
+    [
+        ("demo.yaml", {}, "imitation"),  # strategy search learns from the expert's labels
+        ("demo_maml.yaml", {}, "ppo+imitation"),  # the meta-learners' outer loss
+        ("demo_maml.yaml", {"meta.outer_loss": "ppo"}, "ppo"),  # nobody sees the expert
+    ],
+)
+def test_multitask_sees_the_expert_whenever_a_meta_learner_does(
+    config_file: str, overrides: dict[str, object], want: str
+) -> None:
+    from pathlib import Path
+
+    from avatar_meta.config import load_config
+    from avatar_meta.training.run import baseline_config
+
+    path = Path(__file__).resolve().parents[1] / "config" / config_file
+    config = load_config(str(path), overrides)
+    assert baseline_config(config).multitask.loss == want

@@ -112,7 +112,8 @@ class PretrainConfig:
     """"ppo", "imitation" (fit the scripted expert's actions on the visited states: DAgger
     with `world.observed_expert` labels) or "ppo+imitation" (both, see
     `rl.losses.guided_loss`): `multitask_finetune` pretrains with the meta-learners'
-    `meta.outer_loss`, so both see the same expert labels."""
+    `meta.outer_loss` (imitation when strategy search runs), so both see the same expert
+    labels (`training.run.multitask_loss`)."""
     imitation_weight: float = 1.0
     """loss ppo+imitation: weight of the imitation term."""
 

@@ -278,6 +278,15 @@ def export_meta_policy(run_dir: Path, records: list[HeldoutRecord], config: RunC
         logger.info("exported %s meta-policy for %s: %s.onnx", best, family, stem)
 
 
+def multitask_loss(config: RunConfig) -> str:
+    """`multitask_finetune`'s pretraining loss: it sees the scripted expert whenever a
+    meta-learner of the run does. Strategy search always learns from the expert's labels
+    (DAgger); the gradient-based learners do per `meta.outer_loss`."""
+    if config.meta.outer_loss == "ppo" and "search" in config.meta.algorithms:
+        return "imitation"
+    return config.meta.outer_loss
+
+
 def baseline_config(config: RunConfig) -> Any:
     """`training.baselines.BaselineConfig` from our `baselines` and `eval` sections."""
     from avatar_meta.training import baselines as bl
@@ -301,7 +310,7 @@ def baseline_config(config: RunConfig) -> Any:
         multitask=replace(
             base.multitask,
             env_steps=b.multitask_env_steps,
-            loss=config.meta.outer_loss,
+            loss=multitask_loss(config),
             imitation_weight=config.meta.imitation_weight,
         ),
         per_family=config.meta.per_family,
