@@ -150,7 +150,8 @@ def expert_labels(
         if rows.any():
             mark, here = reached.reshape(-1)[rows], pos.reshape(-1)[rows]
             aim = mark + PATROL_AIM_BEYOND_M * (mark - here) / np.maximum(np.abs(mark - here), 1e-9)
-            cont[rows] = scripted.drive({k: v[rows] for k, v in state.items()}, aim, 0 * aim)
+            still = np.zeros_like(aim)  # no feed-forward velocity: the landmark stands still
+            cont[rows] = scripted.drive({k: v[rows] for k, v in state.items()}, aim, still)
     cont = np.nan_to_num(cont)  # degenerate rows (e.g. padding on top of the visitor) -> 0
     return (
         np.clip(cont, -1.0, 1.0).astype(np.float32).reshape(episodes, steps, 2),
