@@ -112,3 +112,26 @@ def test_padding_rows_get_finite_labels() -> None:
     obs = np.zeros((2, 5, contract.OBSERVATION_SIZE), dtype=np.float32)
     cont, gesture = expert_labels(wire_spec(task), obs)
     assert np.isfinite(cont).all() and cont.shape == (2, 5, 2) and gesture.shape == (2, 5)
+
+
+def test_pass_through_runs_match_their_step_by_step_definition() -> None:
+    """`_passing_through` counts runs with a cumulative sum; the definition is a recurrence:
+    passing[t] = (arrived at t or passing[t-1]) and still closing and beyond the radius."""
+    from avatar_meta.world.observed_expert import _passing_through
+    from avatar_meta.world.scenarios import ROUTE_XZ
+
+    rng = np.random.default_rng(0)
+    for route in range(6):
+        slot = np.cumsum(rng.random((4, 80)) < 0.08, axis=1)
+        slot[:, 0] = 0
+        reached = ROUTE_XZ[route, (slot - 1) % 3]
+        pos = reached + 1.5 * rng.random(slot.shape) * np.exp(2j * np.pi * rng.random(slot.shape))
+        got, _ = _passing_through(slot, pos, route, 0.5)
+        dist = np.abs(pos - reached)
+        want = np.zeros(slot.shape, dtype=bool)
+        for t in range(1, slot.shape[1]):
+            arrived = slot[:, t] > slot[:, t - 1]
+            closing = dist[:, t] < np.where(arrived, np.inf, dist[:, t - 1])
+            want[:, t] = (arrived | want[:, t - 1]) & closing & (dist[:, t] > 0.5)
+        assert want.any() and (~want).any()
+        np.testing.assert_array_equal(got, want)

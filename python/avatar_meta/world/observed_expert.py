@@ -109,14 +109,21 @@ def _passing_through(
     slot: np.ndarray, pos: np.ndarray, route: int, radius_m: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Where a patrol avatar is still heading into the landmark it just reached (closing on
-    it, farther than `radius_m` from its centre) -> (mask [E, T] bool, that landmark [E, T])."""
+    it, farther than `radius_m` from its centre) -> (mask [E, T] bool, that landmark [E, T]).
+
+    A step passes if every step from the latest arrival up to it does: counted with a
+    cumulative sum instead of a loop over steps (this runs on every patrol rollout)."""
+    steps = slot.shape[1]
     reached = ROUTE_XZ[route, (slot - 1) % 3]
     dist = np.abs(pos - reached)
-    passing = np.zeros(slot.shape, dtype=bool)
-    for t in range(1, slot.shape[1]):
-        arrived = slot[:, t] > slot[:, t - 1]
-        closing = dist[:, t] < np.where(arrived, np.inf, dist[:, t - 1])
-        passing[:, t] = (arrived | passing[:, t - 1]) & closing & (dist[:, t] > radius_m)
+    arrived = np.zeros(slot.shape, dtype=bool)
+    arrived[:, 1:] = slot[:, 1:] > slot[:, :-1]
+    before = np.full(slot.shape, np.inf)  # the same landmark's distance a step earlier
+    before[:, 1:] = np.where(arrived[:, 1:], np.inf, dist[:, :-1])
+    fails = np.cumsum((dist >= before) | (dist <= radius_m), axis=1)
+    latest = np.maximum.accumulate(np.where(arrived, np.arange(steps), 0), axis=1)
+    fails_before = np.take_along_axis(fails, np.maximum(latest - 1, 0), axis=1)
+    passing = (latest > 0) & (fails == fails_before)
     return passing, reached
 
 
