@@ -12,9 +12,9 @@ from avatar_meta import contract
 from avatar_meta.config import config_from_dict
 from avatar_meta.envs.inprocess import PlazaEnvConfig, PlazaTaskEnv
 from avatar_meta.envs.rollouts import ActionBatch, RandomPolicy, collect
-from avatar_meta.meta.body import body_code, identify_body
+from avatar_meta.meta.body import identify_body
 from avatar_meta.meta.search import CONTEXT
-from avatar_meta.tasks import make_task, task_code
+from avatar_meta.tasks import body_code, make_task, task_code
 
 BODIES = [(1.1, 1.6, 0.02), (2.0, 3.0, 0.1), (2.9, 3.9, 0.18)]
 

@@ -31,6 +31,8 @@ MIN_SPEED = 0.1
 """|own_velocity| (a fraction of top speed) below which a step says nothing of the heading."""
 MIN_STEPS = 20
 """Fewer usable steps than this leave a body number at its range's middle."""
+_LOW = np.array([p.low for p in contract.BODY_PARAMS])
+_HIGH = np.array([p.high for p in contract.BODY_PARAMS])
 
 
 def identify_body(rollouts: Sequence[TaskRollout]) -> np.ndarray:
@@ -45,8 +47,7 @@ def identify_body(rollouts: Sequence[TaskRollout]) -> np.ndarray:
             speeds.append(s)
             rates.append(t)
             residuals.append(n)
-    middle = np.array([(p.low + p.high) / 2 for p in contract.BODY_PARAMS])
-    body = middle.copy()
+    body = (_LOW + _HIGH) / 2  # the middle of each range, until the episodes tell
     speed, rate, residual = (
         np.concatenate(x) if x else np.zeros(0) for x in (speeds, rates, residuals)
     )
@@ -56,16 +57,7 @@ def identify_body(rollouts: Sequence[TaskRollout]) -> np.ndarray:
         body[1] = np.median(rate)
     if len(residual) >= MIN_STEPS:
         body[2] = 1.4826 * np.median(np.abs(residual - np.median(residual)))
-    low = np.array([p.low for p in contract.BODY_PARAMS])
-    high = np.array([p.high for p in contract.BODY_PARAMS])
-    return np.clip(body, low, high)
-
-
-def body_code(body: np.ndarray) -> np.ndarray:
-    """The body's part of a task code (`tasks.task_code`: each number scaled to [-1, 1])."""
-    low = np.array([p.low for p in contract.BODY_PARAMS])
-    high = np.array([p.high for p in contract.BODY_PARAMS])
-    return (2.0 * (np.asarray(body) - low) / (high - low) - 1.0).astype(np.float32)
+    return np.clip(body, _LOW, _HIGH)
 
 
 def _episode_evidence(

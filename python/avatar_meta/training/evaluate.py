@@ -37,7 +37,7 @@ import torch
 from avatar_meta import contract
 from avatar_meta.config import RunConfig
 from avatar_meta.envs.rollouts import TaskEnv, TaskRollout
-from avatar_meta.meta.body import body_code, identify_body
+from avatar_meta.meta.body import identify_body
 from avatar_meta.meta.core import map_tasks
 from avatar_meta.meta.encoder import encoder_adapt
 from avatar_meta.meta.reptile import reptile_adapt
@@ -51,7 +51,7 @@ from avatar_meta.meta.search import (
     with_body,
 )
 from avatar_meta.rl import Buffers, Params, Policy, make_pg_loss
-from avatar_meta.tasks import Task
+from avatar_meta.tasks import Task, body_code
 from avatar_meta.training.common import (
     adapt_prefix,
     adapt_step,
@@ -272,7 +272,9 @@ def _identified_bodies(
     if not any(which):
         return list(pools)
     codes = [
-        body_code(identify_body(rolls)) if known else np.zeros(3, np.float32)
+        body_code(identify_body(rolls))
+        if known
+        else np.zeros(len(contract.BODY_PARAMS), np.float32)
         for rolls, known in zip(support_rolls, which, strict=True)
     ]
     bodies = torch.from_numpy(np.stack(codes))
