@@ -381,6 +381,21 @@ def test_imitation_loss_pulls_the_mean_and_gesture_towards_the_expert() -> None:
     assert math.isfinite(float(a))
 
 
+def test_going_past_a_saturated_expert_command_is_no_error() -> None:
+    """The world clips commands to [-1, 1]: beyond a label at the clip is the same command,
+    short of it is not, and an unsaturated label is still a target from both sides."""
+    from avatar_meta.rl.losses import command_error
+
+    expert = torch.tensor([1.0, 1.0, -1.0, -1.0, 0.5, 0.5, 0.99])
+    mean = torch.tensor([1.7, 0.8, -1.4, -0.7, 0.9, 0.1, 1.2])
+    want = torch.tensor([0.0, -0.2, 0.0, 0.3, 0.4, -0.4, 0.0])
+    torch.testing.assert_close(command_error(mean, expert), want)
+    # the gradient still pulls a short command up to the bound
+    short = torch.tensor([0.8], requires_grad=True)
+    command_error(short, torch.tensor([1.0])).square().sum().backward()
+    assert short.grad is not None and float(short.grad) < 0
+
+
 def test_guided_loss_is_imitation_alone_or_ppo_plus_weighted_imitation() -> None:
     from avatar_meta.rl.losses import GuidedBatch, guided_loss, imitation_loss
 

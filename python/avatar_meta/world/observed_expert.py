@@ -36,7 +36,7 @@ _GREET = scripted.FAMILY["greet_visitor"]
 _PATROL = scripted.FAMILY["patrol"]
 _BAND_M = 0.25
 """Greeting band of the scripted oracle (`scripted.scripted_actions`)."""
-PATROL_PASS_THROUGH_M = 0.5
+PATROL_PASS_THROUGH_M = 0.7
 """Patrol labels keep heading into a reached landmark until this close to its centre."""
 PATROL_AIM_BEYOND_M = 1.0
 """...aiming this far beyond the centre, so that the avatar passes at speed, not braking."""
