@@ -396,6 +396,29 @@ def test_going_past_a_saturated_expert_command_is_no_error() -> None:
     assert short.grad is not None and float(short.grad) < 0
 
 
+def test_imitating_a_full_speed_expert_commands_full_speed_everywhere() -> None:
+    """Trained on rows whose expert says full speed, the imitation's forward command reaches
+    the clip on (nearly) every row; a squared error would leave about half of them short."""
+    from avatar_meta.rl.losses import GuidedBatch, imitation_loss
+
+    policy = Policy(SMALL)
+    params, buffers = policy.init(seed=0)
+    rl = _toy_batch(policy, params, buffers, n=64)
+    gen = torch.Generator().manual_seed(2)
+    turn = torch.rand(64, 1, generator=gen) - 0.5
+    expert = torch.cat([torch.ones(64, 1), turn], 1)
+    batch = GuidedBatch(rl, expert, torch.zeros(64, 1, dtype=torch.long), torch.zeros(64, 0))
+    p = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    opt = torch.optim.Adam(p.values(), lr=1e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        imitation_loss(p, batch, policy=policy, buffers=buffers, vf_coef=0.0).backward()
+        opt.step()
+    mean = policy.forward(p, buffers, rl.obs, rl.mask).mean.detach()
+    assert float((mean[:, 0] >= 0.99).float().mean()) >= 0.95
+    assert float((mean[:, 1] - turn[:, 0]).abs().mean()) < 0.1  # unsaturated: still a target
+
+
 def test_guided_loss_is_imitation_alone_or_ppo_plus_weighted_imitation() -> None:
     from avatar_meta.rl.losses import GuidedBatch, guided_loss, imitation_loss
 

@@ -336,8 +336,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             cfg,
             meta_train_s=60.0 if quick else full_s,
             ppo_updates=8 if quick else 40,
-            # every held-out task of the family: with 2 per family, one training run's luck
-            # on a task moved a family's score by 0.2 between two runs of the same code
+            # every held-out task of the family: with 2, one training run's luck on a task
+            # moved follow_visitor from 0.90 to 0.65 between two full runs (docs/benchmarks.md)
             per_family=2 if quick else HELDOUT_PER_FAMILY,
             algorithm=algorithm,
         )
