@@ -10,7 +10,7 @@ patrol policy told each task's true code (deterministic). Prints each one's mean
 normalised score ((return - random) / (scripted - random)), landmarks reached and forward
 speed; how often the policy's forward command reaches the clip where the teacher's does; and
 the policy's worst episodes. `--heldout` takes the tasks from config/demo.yaml's held-out pool
-(patrol only) instead of fresh training draws.
+(patrol only, drawn as `tools/told_code.py` draws them) instead of fresh training draws.
 """
 
 import sys
@@ -38,7 +38,13 @@ n = int(args[1]) if len(args) > 1 else 36
 seed = int(args[2]) if len(args) > 2 else 7
 config = load_config(str(CONFIG), {"env.inprocess": True})
 if "--heldout" in sys.argv:
-    patrol_only = {"tasks.families": ["patrol"], "tasks.n_heldout": n, "meta.family_weights": {}}
+    patrol_only = {  # the same draw as tools/told_code.py's patrol-only overrides
+        "tasks.families": ["patrol"],
+        "tasks.n_train": 600,
+        "tasks.n_heldout": n,
+        "meta.meta_batch_size": 60,
+        "meta.family_weights": {},
+    }
     tasks = load_config(str(CONFIG), patrol_only).task_distribution().heldout()
 else:
     tasks = TaskDistribution(families=("patrol",), n_train=n, n_heldout=1, seed=11).train_tasks()
