@@ -74,3 +74,17 @@ def test_messages_round_trip_beside_mlagents() -> None:
     message.header.status = 200
     message.unity_output.rl_initialization_output.name = "w"
     assert UnityMessageProto.FromString(message.SerializeToString()) == message
+
+
+def test_the_servicer_overrides_every_rpc_of_the_generated_base() -> None:
+    """protoc's servicer base answers every RPC with UNIMPLEMENTED (`NotImplementedError`);
+    `serve.service.AdaptationServicer` must replace each RPC the proto declares."""
+    from avatar_meta.proto_gen.v1 import adaptation_service_pb2 as svc
+    from avatar_meta.proto_gen.v1 import adaptation_service_pb2_grpc as svc_grpc
+    from avatar_meta.serve.service import AdaptationServicer
+
+    rpcs = [m.name for m in svc.DESCRIPTOR.services_by_name["AdaptationService"].methods]
+    assert rpcs == ["Adapt", "Subscribe", "Stats"]
+    base = svc_grpc.AdaptationServiceServicer
+    for name in rpcs:
+        assert getattr(AdaptationServicer, name) is not getattr(base, name), name
