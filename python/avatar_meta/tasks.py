@@ -165,14 +165,16 @@ def task_code(task: Task) -> np.ndarray:
     return code
 
 
-_BODY_LOW = np.array([p.low for p in contract.BODY_PARAMS])
-_BODY_HIGH = np.array([p.high for p in contract.BODY_PARAMS])
+BODY_LOW = np.array([p.low for p in contract.BODY_PARAMS])
+"""Lower end of each body number's range (`contract.BODY_PARAMS` order)."""
+BODY_HIGH = np.array([p.high for p in contract.BODY_PARAMS])
+"""Upper end of each body number's range."""
 
 
 def body_code(body: Sequence[float] | np.ndarray) -> np.ndarray:
     """A body's part of `task_code`: each of its numbers scaled from its range to [-1, 1].
     [3] float32."""
-    scaled = 2.0 * (np.asarray(body, dtype=np.float64) - _BODY_LOW) / (_BODY_HIGH - _BODY_LOW)
+    scaled = 2.0 * (np.asarray(body, dtype=np.float64) - BODY_LOW) / (BODY_HIGH - BODY_LOW)
     return (scaled - 1.0).astype(np.float32)
 
 

@@ -26,13 +26,12 @@ import numpy as np
 
 from avatar_meta import contract
 from avatar_meta.envs.rollouts import TaskRollout
+from avatar_meta.tasks import BODY_HIGH, BODY_LOW
 
 MIN_SPEED = 0.1
 """|own_velocity| (a fraction of top speed) below which a step says nothing of the heading."""
 MIN_STEPS = 20
 """Fewer usable steps than this leave a body number at its range's middle."""
-_LOW = np.array([p.low for p in contract.BODY_PARAMS])
-_HIGH = np.array([p.high for p in contract.BODY_PARAMS])
 
 
 def identify_body(rollouts: Sequence[TaskRollout]) -> np.ndarray:
@@ -47,7 +46,7 @@ def identify_body(rollouts: Sequence[TaskRollout]) -> np.ndarray:
             speeds.append(s)
             rates.append(t)
             residuals.append(n)
-    body = (_LOW + _HIGH) / 2  # the middle of each range, until the episodes tell
+    body = (BODY_LOW + BODY_HIGH) / 2  # the middle of each range, until the episodes tell
     speed, rate, residual = (
         np.concatenate(x) if x else np.zeros(0) for x in (speeds, rates, residuals)
     )
@@ -57,7 +56,7 @@ def identify_body(rollouts: Sequence[TaskRollout]) -> np.ndarray:
         body[1] = np.median(rate)
     if len(residual) >= MIN_STEPS:
         body[2] = 1.4826 * np.median(np.abs(residual - np.median(residual)))
-    return np.clip(body, _LOW, _HIGH)
+    return np.clip(body, BODY_LOW, BODY_HIGH)
 
 
 def _episode_evidence(

@@ -81,15 +81,16 @@ def state_from_observations(obs: np.ndarray, spec: TaskSpec) -> dict[str, np.nda
 
 
 def _replay_memory(
-    spec: TaskSpec, state: dict[str, np.ndarray], obs: np.ndarray, shape: tuple[int, int]
+    spec: TaskSpec, pos: np.ndarray, obs: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Patrol slot and greeting flag at every step [E, T], replayed from the episode start
-    with the reward rules of `world.scenarios` (the memory after the previous decision)."""
+    """Patrol slot and greeting flag at every step [E, T] (the shape of the avatar's
+    positions `pos`, complex), replayed from the episode start with the reward rules of
+    `world.scenarios` (the memory after the previous decision)."""
+    shape = pos.shape
     episodes, steps = shape
     slot = np.zeros(shape, dtype=np.int64)
     greeted = np.zeros(shape, dtype=bool)
     if _family_index(spec) == _PATROL:
-        pos = geometry.from_xz(state["pos"]).reshape(shape)
         route = int(spec.params[0])
         for t in range(1, steps):
             target = ROUTE_XZ[route, slot[:, t - 1] % 3]
@@ -144,14 +145,14 @@ def expert_labels(
     episodes, steps = obs.shape[0], obs.shape[1]
     flat = obs.reshape(episodes * steps, -1)
     state = state_from_observations(flat, task_spec)
-    slot, greeted = _replay_memory(task_spec, state, obs, (episodes, steps))
+    pos = geometry.from_xz(state["pos"]).reshape(episodes, steps)
+    slot, greeted = _replay_memory(task_spec, pos, obs)
     state["greeted"] = greeted.reshape(-1)
     params = np.zeros((flat.shape[0], contract.MAX_FAMILY_PARAMS))
     params[:, : len(task_spec.params)] = task_spec.params
     band = np.full(flat.shape[0], _BAND_M)
     cont, gesture = scripted.actions_for_state(state, params, slot.reshape(-1), band)
     if pass_through_m > 0 and _family_index(task_spec) == _PATROL:
-        pos = geometry.from_xz(state["pos"]).reshape(episodes, steps)
         passing, reached = _passing_through(slot, pos, int(task_spec.params[0]), pass_through_m)
         rows = passing.reshape(-1)
         if rows.any():
