@@ -1,4 +1,4 @@
-"""Contract v1: internal consistency and the generated C# file."""
+"""The contract: internal consistency and the generated C# file."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from avatar_meta import codegen, contract
 
 
 def test_observation_layout_is_contiguous_and_sized() -> None:
-    assert contract.OBSERVATION_SIZE == 32
+    assert contract.OBSERVATION_SIZE == 35
     end = 0
     for name, size in contract.OBSERVATION_LAYOUT:
         assert contract.OBS[name] == slice(end, end + size)

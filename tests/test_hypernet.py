@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from avatar_meta import contract
 from avatar_meta.meta.core import TaskBatch, map_tasks
 from avatar_meta.meta.hypernet import (
     Context,
@@ -200,8 +201,9 @@ def test_world_recording_and_rollout_shapes() -> None:
 
     tasks = [make_task("reach_landmark", [1]).spec, make_task("follow_visitor", [2.0]).spec]
     demos = record_demos(tasks, steps=5, seed=0)
-    assert demos.obs.shape == (2, 5, 32) and demos.action.shape == (2, 5, 2)
-    assert demos.reward.shape == (2, 5) and demos.next_obs.shape == (2, 5, 32)
+    size = contract.OBSERVATION_SIZE
+    assert demos.obs.shape == (2, 5, size) and demos.action.shape == (2, 5, 2)
+    assert demos.reward.shape == (2, 5) and demos.next_obs.shape == (2, 5, size)
     assert bool((demos.action.abs() <= 1).all())
     # The next obs of step t is the obs of step t + 1 (no episode ends in 5 steps).
     assert torch.equal(demos.next_obs[:, :-1], demos.obs[:, 1:])

@@ -72,6 +72,28 @@ def test_landmarks_are_in_the_local_frame() -> None:
     np.testing.assert_allclose(obs[OBS["own_position"]], [-0.1, -0.5], atol=1e-6)
 
 
+def test_last_landmark_remembers_the_landmark_touched_last_this_episode() -> None:
+    plaza = plaza_with(TaskSpec.make("patrol", body=STILL_BODY))
+    radius = contract.LANDMARK_TOUCH_RADIUS
+    (x1, z1), (x2, z2) = contract.LANDMARKS[1], contract.LANDMARKS[2]
+    assert list(observe_at(plaza, x1 + 0.9 * radius, z1, 0.0)[OBS["last_landmark"]]) == [0, 1, 0]
+    # Walking away keeps it; coming close to another, but not within the radius, too.
+    assert list(observe_at(plaza, 0.0, 0.0, 1.0)[OBS["last_landmark"]]) == [0, 1, 0]
+    assert list(observe_at(plaza, x2, z2 + 1.1 * radius, 0.0)[OBS["last_landmark"]]) == [0, 1, 0]
+    assert list(observe_at(plaza, x2, z2 + 0.5, 0.0)[OBS["last_landmark"]]) == [0, 0, 1]
+    while True:
+        result = plaza.step(*still(1))
+        if result.done[0]:
+            break
+    assert list(result.terminal_obs[0, OBS["last_landmark"]]) == [0, 0, 1]
+    # A new episode forgets it, unless the avatar spawned touching a landmark.
+    last = int(plaza.state()["last_landmark"][0])
+    spawn = complex(*plaza.state()["pos"][0])
+    touching = [abs(spawn - complex(*lm)) <= radius for lm in contract.LANDMARKS]
+    assert last == (touching.index(True) if any(touching) else -1)
+    assert list(result.obs[0, OBS["last_landmark"]]) == [float(i == last) for i in range(3)]
+
+
 def test_visitor_fields_match_the_state() -> None:
     plaza = plaza_with(TaskSpec.make("follow_visitor", body=STILL_BODY))
     obs = observe_at(plaza, 1.0, 2.0, -0.7)

@@ -220,7 +220,7 @@ def test_flat_packing_and_spec_round_trip() -> None:
     assert PolicySpec.from_dict(SMALL.to_dict()) == SMALL
     with pytest.raises(ValueError, match="activation"):
         PolicySpec(activation="gelu")
-    assert PolicySpec().obs_size == 32 and PolicySpec().discrete_branches == (4,)
+    assert PolicySpec().obs_size == 35 and PolicySpec().discrete_branches == (4,)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from avatar_meta import contract
 from avatar_meta.export import policy_weights, signing
 from avatar_meta.proto_gen.v1 import adaptation_service_pb2 as svc
 from avatar_meta.serve import health, wire
@@ -31,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "avatar_meta.cli"]
 TOKEN = "test-token-0123456789abcdef"
 MAX_EPISODES, MAX_STEPS, MAX_BYTES = 8, 2000, 1_000_000
+
+OBS_SIZE = contract.OBSERVATION_SIZE
 
 
 def episodes(
@@ -52,7 +55,7 @@ def episodes(
         gestures[::3] = 0
         out.append(
             make_episode(
-                rng.normal(size=(t, 32)),
+                rng.normal(size=(t, OBS_SIZE)),
                 rng.normal(size=(t, 2)),
                 gestures,
                 rng.normal(size=t) * reward_scale,
@@ -248,7 +251,7 @@ def test_bad_request_is_refused_and_server_keeps_serving(server: Server, case: s
 def test_fast_codec_matches_generated_messages() -> None:
     rng = np.random.default_rng(5)
     arrays = (
-        rng.normal(size=(7, 32)),
+        rng.normal(size=(7, OBS_SIZE)),
         rng.normal(size=(7, 2)),
         rng.integers(0, 4, (7, 1)),
         rng.normal(size=7),
@@ -389,7 +392,8 @@ def test_load_64_clients_for_60_seconds(server: Server) -> None:
         "AvatarAgent",
         [
             wire.encode_episode(*a)
-            for a in [(np.zeros((50, 32)), np.zeros((50, 2)), np.zeros((50, 1)), np.ones(50))] * 2
+            for a in [(np.zeros((50, OBS_SIZE)), np.zeros((50, 2)), np.zeros((50, 1)), np.ones(50))]
+            * 2
         ],
     )
     # --rate-limit 0: the 64 client threads share one token and one address, i.e. they are

@@ -318,6 +318,7 @@ def test_compute_floor_counts_every_weight_of_the_policy_it_adapts() -> None:
     """The bench's compute floor multiplies exactly the policy's weight matrices: the forward
     products cover each actor and critic weight once per row, and the backward pass adds
     the actor's weight gradients (same size) and the input gradients of its deeper layers."""
+    from avatar_meta import contract
     from avatar_meta.benchmarks.adaptation import request_gemms
     from avatar_meta.rl.policy import Policy, PolicySpec
 
@@ -327,7 +328,7 @@ def test_compute_floor_counts_every_weight_of_the_policy_it_adapts() -> None:
     critic = sum(n for k, n in weights.items() if k.startswith("critic."))
     deeper = actor - weights["actor.0.weight"]
     rows = 1000
-    shapes = request_gemms(32, (128, 64), 6, rows)
+    shapes = request_gemms(contract.OBSERVATION_SIZE, (128, 64), 6, rows)
     macs = sum(m * k * n for m, k, n in shapes)
     assert macs == rows * (critic + 2 * actor + deeper)
 

@@ -212,7 +212,12 @@ def test_observations_match_the_headless_world(build: Path, tmp_path: Path) -> N
                     v.vel[a].real,
                     v.vel[a].imag,
                 ]
-                ints = [int(v.cue[a]), int(plaza._last_gesture[i]), int(plaza._steps[a])]
+                ints = [
+                    int(v.cue[a]),
+                    int(plaza._last_gesture[i]),
+                    int(plaza._steps[a]),
+                    int(plaza._last_landmark[i]),
+                ]
                 requests.append(
                     "obs "
                     + " ".join(repr(float(x)) for x in values)
@@ -225,6 +230,28 @@ def test_observations_match_the_headless_world(build: Path, tmp_path: Path) -> N
     out = _requests(build, tmp_path, requests)
     got = np.array([[float(x) for x in line.split()[1:]] for line in out], dtype=np.float64)
     np.testing.assert_allclose(got, np.array(expected, dtype=np.float64), atol=1e-6, rtol=0)
+
+
+def test_landmark_touch_matches_the_headless_world(build: Path, tmp_path: Path) -> None:
+    """PlazaMath.TouchedLandmark keeps last_landmark as Plaza._touch_landmarks does, including
+    on the radius and between landmarks (where the previous value must survive)."""
+    plaza = Plaza(num_areas=1, agents_per_area=1, seed=2)
+    rng = np.random.default_rng(4)
+    requests, expected, touched = [], [], 0
+    for i in range(300):
+        lx, lz = contract.LANDMARKS[i % len(contract.LANDMARKS)]
+        radius = contract.LANDMARK_TOUCH_RADIUS * rng.choice([0.5, 0.999999, 1.000001, 2.0])
+        angle = rng.uniform(-np.pi, np.pi)
+        x, z = lx + radius * np.cos(angle), lz + radius * np.sin(angle)
+        previous = int(rng.integers(-1, len(contract.LANDMARKS)))
+        plaza._pos[0], plaza._last_landmark[0] = complex(x, z), previous
+        plaza._touch_landmarks()
+        expected.append(int(plaza._last_landmark[0]))
+        touched += expected[-1] != previous
+        requests.append(f"touch {float(x)!r} {float(z)!r} {previous}")
+    out = _requests(build, tmp_path, requests)
+    assert [int(line.split()[1]) for line in out] == expected
+    assert 60 < touched < 240, "the draws must both touch and miss"
 
 
 def test_body_dynamics_match_the_headless_world(build: Path, tmp_path: Path) -> None:
@@ -502,21 +529,22 @@ def test_adaptation_client_requests_decode_in_python(build: Path, tmp_path: Path
         True,
         7,
     )
+    size = contract.OBSERVATION_SIZE
     view = wire.decode_adapt_request(raw)  # the parser `avatar-meta serve` uses
     assert len(view.episodes) == len(request.episodes) == 2
     for e, (episode, parsed) in enumerate(zip(request.episodes, view.episodes, strict=True)):
         steps = 3 + 2 * e
         t = np.arange(steps)[:, None]
-        obs = (e + 0.25 * t - 0.01 * np.arange(32)[None, :]).astype(np.float32)
+        obs = (e + 0.25 * t - 0.01 * np.arange(size)[None, :]).astype(np.float32)
         cont = np.stack([0.1 * t[:, 0] - 0.3, -0.2 * e + 0.05 * t[:, 0]], axis=1).astype(np.float32)
         disc = ((t[:, 0] + e) % 4).astype(np.float32)[:, None]
         odd = (t[:, 0] % 2 == 1).astype(np.float32)
         masks = np.stack([np.zeros(steps), odd, odd, (t[:, 0] % 3 == 2)], axis=1).astype(np.float32)
         rewards = (0.5 * t[:, 0] - e).astype(np.float32)
-        assert (episode.steps, episode.obs_size, episode.num_continuous) == (steps, 32, 2)
+        assert (episode.steps, episode.obs_size, episode.num_continuous) == (steps, size, 2)
         assert (episode.num_branches, episode.mask_size, episode.interrupted) == (1, 4, e == 1)
-        np.testing.assert_array_equal(np.array(episode.obs, np.float32).reshape(steps, 32), obs)
-        np.testing.assert_array_equal(parsed.obs.reshape(steps, 32), obs)
+        np.testing.assert_array_equal(np.array(episode.obs, np.float32).reshape(steps, size), obs)
+        np.testing.assert_array_equal(parsed.obs.reshape(steps, size), obs)
         np.testing.assert_array_equal(parsed.continuous_actions.reshape(steps, 2), cont)
         np.testing.assert_array_equal(parsed.discrete_actions.reshape(steps, 1), disc)
         np.testing.assert_array_equal(parsed.action_masks.reshape(steps, 4), masks)

@@ -1,4 +1,4 @@
-"""Generate the C# side of contract v1 (`AvatarContract.g.cs`) from `avatar_meta.contract`.
+"""Generate the C# side of the contract (`AvatarContract.g.cs`) from `avatar_meta.contract`.
 
 Run `python -m avatar_meta.codegen` (or `make codegen`) after changing contract.py;
 `tests/test_contract.py` fails while the committed C# file is stale, so Python and Unity can
@@ -99,6 +99,8 @@ def render_csharp() -> str:
         f"{ind}public const float AvatarRadius = {_float(contract.AVATAR_RADIUS)};",
         f"{ind}public const int NumRays = {contract.NUM_RAYS};",
         f"{ind}public const float RayLength = {_float(contract.RAY_LENGTH)};",
+        f"{ind}/// <summary>Metres from a landmark's centre within which an avatar touches it.</summary>",
+        f"{ind}public const float LandmarkTouchRadius = {_float(contract.LANDMARK_TOUCH_RADIUS)};",
         f"{ind}/// <summary>(x, z) per landmark.</summary>",
         f"{ind}public static readonly float[,] Landmarks = {{",
     ]

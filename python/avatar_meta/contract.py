@@ -1,4 +1,4 @@
-"""Contract v1: the observation, action and task layout shared by Python and Unity.
+"""Contract v2: the observation, action and task layout shared by Python and Unity.
 
 This module is the single source of truth. `python -m avatar_meta.codegen` writes the same
 numbers into `AvatarContract.g.cs` in the Unity package, and a test fails when that file is
@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CONTRACT_VERSION = "v1"
+CONTRACT_VERSION = "v2"
+"""v2 (2026-12-06) added `last_landmark` to the observation (v1 had 32 floats); see
+docs/tasks-and-rollouts.md, "Observation contract v2"."""
 BEHAVIOR_NAME = "AvatarAgent"
 """Behaviour name as ML-Agents reports it; `?team=0` is appended by the world like Unity does."""
 
@@ -33,6 +35,8 @@ MAX_EPISODE_STEPS = 200
 AVATAR_RADIUS = 0.3
 LANDMARKS: tuple[tuple[float, float], ...] = ((-6.0, 6.0), (6.0, 6.0), (0.0, -7.0))
 """(x, z) of the three landmarks, fixed in every area."""
+LANDMARK_TOUCH_RADIUS = 1.0
+"""An avatar within this many metres of a landmark's centre touches it (`last_landmark`)."""
 OBSTACLES: tuple[tuple[float, float, float], ...] = (
     (-3.0, 0.0, 1.0),
     (3.5, 1.5, 0.8),
@@ -63,7 +67,7 @@ def gesture_allowed(speed: float, top_speed: float) -> tuple[bool, ...]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Observations v1: one vector sensor, this exact order
+# Observations v2: one vector sensor, this exact order
 # ---------------------------------------------------------------------------------------------
 SENSOR_NAME = "VectorSensor"
 OBSERVATION_LAYOUT: tuple[tuple[str, int], ...] = (
@@ -77,6 +81,7 @@ OBSERVATION_LAYOUT: tuple[tuple[str, int], ...] = (
     ("rays", 8),  # hit distance / RAY_LENGTH, 1 = nothing within range
     ("own_gesture", 4),  # one-hot of the avatar's last gesture
     ("time_left", 1),  # 1 at episode start, 0 at the last decision
+    ("last_landmark", 3),  # one-hot of the landmark touched last this episode; 0s before any
 )
 
 

@@ -254,7 +254,7 @@ internal static class ClientRunner
         transport.AdaptAnswers.Enqueue(response);
         var client = new AdaptationClient(transport, TestOptions(), key, new Random(9));
         var recorder = EpisodeRecorder.ForAvatarContract();
-        recorder.AddStep(new float[32], new float[2], new int[1], new bool[4], 1f);
+        recorder.AddStep(new float[AvatarContract.ObservationSize], new float[2], new int[1], new bool[4], 1f);
         byte[] request = AdaptationWire.EncodeAdaptRequest("AvatarAgent", "greet/3", new[] { recorder.Encode() }, true, 7);
         var watch = Stopwatch.StartNew();
         var task = client.AdaptAsync(request);
@@ -275,7 +275,7 @@ internal static class ClientRunner
         var events = DrainUntil(client, e => e.Any(x => x.Kind == AdaptationEventKind.AdaptCompleted), TimeSpan.FromSeconds(2));
         Check("adapt-event", events.Count == 1 && events[0].Kind == AdaptationEventKind.AdaptCompleted && events[0].Network.Version == 3);
 
-        transport.AdaptAnswers.Enqueue(new AdaptationRpcException(AdaptationStatus.InvalidArgument, "episodes[0].obs_size: expected 32"));
+        transport.AdaptAnswers.Enqueue(new AdaptationRpcException(AdaptationStatus.InvalidArgument, "episodes[0].obs_size: expected " + AvatarContract.ObservationSize));
         int before = transport.AdaptRequests.Count;
         var bad = client.AdaptAsync(request);
         try { bad.Wait(TimeSpan.FromSeconds(10)); } catch (AggregateException) { }
@@ -497,8 +497,8 @@ internal static class ClientRunner
             int steps = 3 + 2 * e;
             for (int t = 0; t < steps; t++)
             {
-                var obs = new float[32];
-                for (int i = 0; i < 32; i++) obs[i] = (float)(e + 0.25 * t - 0.01 * i);
+                var obs = new float[AvatarContract.ObservationSize];
+                for (int i = 0; i < AvatarContract.ObservationSize; i++) obs[i] = (float)(e + 0.25 * t - 0.01 * i);
                 var cont = new[] { (float)(0.1 * t - 0.3), (float)(-0.2 * e + 0.05 * t) };
                 var disc = new[] { (t + e) % 4 };
                 var mask = new[] { false, t % 2 == 1, t % 2 == 1, t % 3 == 2 };
@@ -510,8 +510,8 @@ internal static class ClientRunner
         File.WriteAllBytes(Path.Combine(outDir, "adapt.bin"), AdaptationWire.EncodeAdaptRequest("AvatarAgent", "greet/3", episodes, true, 7));
         Check("encode-written", true, outDir);
         var rec = EpisodeRecorder.ForAvatarContract();
-        Check("recorder-refuses-nan", Throws<ArgumentException>(() => rec.AddStep(Enumerable.Repeat(float.NaN, 32).ToArray(), new float[2], new int[1], new bool[4], 0f))
-            && Throws<ArgumentException>(() => rec.AddStep(new float[31], new float[2], new int[1], new bool[4], 0f))
+        Check("recorder-refuses-nan", Throws<ArgumentException>(() => rec.AddStep(Enumerable.Repeat(float.NaN, AvatarContract.ObservationSize).ToArray(), new float[2], new int[1], new bool[4], 0f))
+            && Throws<ArgumentException>(() => rec.AddStep(new float[AvatarContract.ObservationSize - 1], new float[2], new int[1], new bool[4], 0f))
             && Throws<InvalidOperationException>(() => rec.Encode()));
     }
 

@@ -250,6 +250,7 @@ internal static class LineRequests
                         X = D(f[1]), Z = D(f[2]), Heading = D(f[3]), VelX = D(f[4]), VelZ = D(f[5]), TopSpeed = D(f[6]),
                         VisitorX = D(f[7]), VisitorZ = D(f[8]), VisitorVelX = D(f[9]), VisitorVelZ = D(f[10]),
                         VisitorGesture = int.Parse(f[11], Inv), LastGesture = int.Parse(f[12], Inv), StepsTaken = int.Parse(f[13], Inv),
+                        LastLandmark = int.Parse(f[14], Inv),
                     };
                     AvatarObservations.Write(input, obs);
                     var sb = new StringBuilder("OBS");
@@ -257,6 +258,9 @@ internal static class LineRequests
                     Console.WriteLine(sb.ToString());
                     break;
                 }
+                case "touch":
+                    Console.WriteLine("TOUCH " + PlazaMath.TouchedLandmark(D(f[1]), D(f[2]), int.Parse(f[3], Inv)).ToString(Inv));
+                    break;
                 case "reward":
                 {
                     var family = (ScenarioFamily)int.Parse(f[1], Inv);

@@ -11,7 +11,7 @@ outputs  version_number [1] = 3, memory_size [1] = 0,
          deterministic_discrete_actions [batch, B]
 
 Continuous convention (`CONTINUOUS_CONVENTION`, also written into PolicyWeights): our trainer
-sends the *raw* Gaussian action and the avatar clips it to [-1, 1] (contract v1; the headless
+sends the *raw* Gaussian action and the avatar clips it to [-1, 1] (contract v2; the headless
 world and the Unity agent do the same). ML-Agents' own export instead emits clamp(x, -3, 3) / 3,
 because its trainer squashes that way before the env sees the action. Emitting that here would
 shrink every command by 3x, so the graph emits `clamp(action, -1, 1)`: exactly what the agent

@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from avatar_meta import contract
 from avatar_meta.meta.core import (
     Params,
     TaskBatch,
@@ -69,10 +70,10 @@ from avatar_meta.meta.core import (
     map_tasks,
 )
 
-OBS_DIM = 32
-"""Observation size of contract v1 (`contract.OBSERVATION_SIZE`), the default input."""
-ACT_DIM = 2
-"""Continuous actions of contract v1 (forward, turn)."""
+OBS_DIM = contract.OBSERVATION_SIZE
+"""The avatar's observation size, the default input."""
+ACT_DIM = contract.NUM_CONTINUOUS_ACTIONS
+"""The avatar's continuous actions (forward, turn)."""
 
 
 # =============================================================================== config

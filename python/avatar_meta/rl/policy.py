@@ -1,4 +1,4 @@
-"""MLP actor-critic for contract v1, as pure functions of a parameter dict.
+"""MLP actor-critic for contract v2, as pure functions of a parameter dict.
 
 The network is described by a small frozen dataclass, `PolicySpec` (layer sizes, activation,
 observation normalisation, action spec), and its weights live in a plain
@@ -16,7 +16,7 @@ Architecture (what `PolicyWeights` and the ONNX export reproduce later):
   parameter with a smooth floor, `log_std = floor + softplus(raw - floor)` (PPO without a
   floor or entropy bonus collapses its log-std; see design section 6);
 - categorical discrete head: one linear layer giving `sum(discrete_branches)` logits, split per
-  branch (contract v1: one branch, the 4 gestures);
+  branch (contract v2: one branch, the 4 gestures);
 - value head: linear(critic features) -> [N].
 
 Action masks use the ML-Agents protocol convention: **True = masked (not allowed)**. Masked

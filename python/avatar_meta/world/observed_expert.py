@@ -3,7 +3,7 @@
 `world.scripted.scripted_actions` reads the plaza's internal state. A trainer only has what
 came over the protocol: observations, and the task it assigned to each area (it chose the
 hidden parameters and the body). That is enough to rebuild everything the scripted controller
-reads (contract v1 observations, docs/scenarios.md section 2):
+reads (contract v2 observations, docs/scenarios.md section 2):
 
 - heading: the landmarks' local-frame vectors are the known world vectors rotated by
   exp(1j * heading), so one complex division recovers it;
@@ -17,7 +17,7 @@ reads (contract v1 observations, docs/scenarios.md section 2):
 
 `expert_labels(task, obs)` labels whole episodes; guided meta-training (`meta.outer_loss:
 imitation`) imitates these labels with the *adapted* policy on the states it visited itself.
-With a Unity build the same function applies as long as the build follows contract v1; a
+With a Unity build the same function applies as long as the build follows contract v2; a
 scene with its own heuristic would supply its own labeller.
 """
 

@@ -58,6 +58,10 @@ _TIME_LEFT = np.maximum(
     1.0 - np.arange(contract.MAX_EPISODE_STEPS + 1) / (contract.MAX_EPISODE_STEPS - 1), 0.0
 ).astype(np.float32)
 """time_left by decisions taken: 1 at the first decision, 0 at the last (and after it)."""
+_LAST_LANDMARK = np.vstack(
+    [np.eye(len(contract.LANDMARKS), dtype=np.float32), np.zeros(len(contract.LANDMARKS))]
+).astype(np.float32)
+"""last_landmark's one-hot by landmark index; row -1 (none touched yet) is all zeros."""
 
 
 class Plaza:
@@ -89,6 +93,7 @@ class Plaza:
         self._speed = np.zeros(n)  # signed forward speed achieved, m/s
         self._slow = np.ones(n, dtype=bool)  # slow enough to gesture (the mask rule)
         self._last_gesture = np.zeros(n, dtype=np.int64)
+        self._last_landmark = np.full(n, -1, dtype=np.int64)  # -1: none touched this episode
         self._top_speed = np.ones(n)
         self._turn_rate = np.ones(n)
         self._noise = np.zeros(n)
@@ -214,8 +219,9 @@ class Plaza:
         """Copies of the internal state, for scripted controllers, tests and debugging.
 
         Per avatar: pos [n, 2] (x, z), heading (yaw, rad), vel [n, 2], speed (signed forward,
-        m/s), last_gesture, family (index), params [n, MAX_FAMILY_PARAMS], top_speed,
-        turn_rate, actuation_noise, patrol_slot, greeted, episode_return, area, step.
+        m/s), last_gesture, last_landmark (index, -1 before any), family (index), params
+        [n, MAX_FAMILY_PARAMS], top_speed, turn_rate, actuation_noise, patrol_slot, greeted,
+        episode_return, area, step.
         Per area: visitor_pos [a, 2], visitor_vel [a, 2], visitor_heading, visitor_gesture,
         area_step.
         """
@@ -226,6 +232,7 @@ class Plaza:
             "vel": geometry.to_xz(self._vel),
             "speed": self._speed.copy(),
             "last_gesture": self._last_gesture.copy(),
+            "last_landmark": self._last_landmark.copy(),
             "family": self._family.copy(),
             "params": self._params.copy(),
             "top_speed": self._top_speed.copy(),
@@ -325,6 +332,8 @@ class Plaza:
         self._forward[rows] = geometry.forward_of(heading)
         self._vel[rows], self._speed[rows], self._slow[rows] = 0.0, 0.0, True
         self._last_gesture[rows] = 0
+        self._last_landmark[rows] = -1
+        self._touch_landmarks()
         self._family[rows] = agent_family
         self._params[rows] = np.repeat(params, k, axis=0)
         body = np.repeat(np.array([task.body for task in tasks]), k, axis=0)
@@ -424,6 +433,15 @@ class Plaza:
         self._pos = settled[:n]
         self._speed = (self._vel * self._rot).imag  # forward component of the velocity
         self._slow = np.abs(self._speed) <= self._gesture_speed_limit
+        self._touch_landmarks()
+
+    def _touch_landmarks(self) -> None:
+        """Remember, per avatar, the landmark it stands within LANDMARK_TOUCH_RADIUS of, if any.
+        Idempotent for avatars that have not moved, so an episode start can call it for all."""
+        dist = np.abs(self._pos[:, None] - geometry.LANDMARK_XZ[None, :])  # [n, L]
+        nearest = dist.argmin(axis=1)
+        touching = dist[self._rows, nearest] <= contract.LANDMARK_TOUCH_RADIUS
+        self._last_landmark = np.where(touching, nearest, self._last_landmark)
 
     def _rewards(self, gestures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run each present family's reward, keep each avatar's own, update the bookkeeping."""
@@ -497,6 +515,7 @@ class Plaza:
         obs[:, _OBS["rays"]] = geometry.cast_rays(self._pos, self._rot) / contract.RAY_LENGTH
         obs[:, _OBS["own_gesture"]] = _ONE_HOT[self._last_gesture]
         obs[:, _OBS["time_left"]] = _TIME_LEFT[self._per_agent(self._steps)][:, None]
+        obs[:, _OBS["last_landmark"]] = _LAST_LANDMARK[self._last_landmark]
         return obs
 
     def _episode_stats(self, areas: np.ndarray) -> list[EpisodeStats]:

@@ -282,7 +282,7 @@ class Patrol(Scenario):
     visitor_behaviour = visitor.WANDER
     visitor_speed = 0.6
     PROGRESS_PER_M = 0.5
-    ARRIVE_RADIUS = 1.0
+    ARRIVE_RADIUS = contract.LANDMARK_TOUCH_RADIUS  # so an arrival is what last_landmark sees
     ARRIVE_BONUS = 1.0
     WRONG_WAY_PENALTY = 1.0
     TIME_COST = 0.01

@@ -26,7 +26,7 @@ namespace AvatarMeta
     /// </summary>
     /// <remarks>
     /// Behavior Parameters must match the contract: name <see cref="AvatarContract.BehaviorName"/>,
-    /// vector observation size 32, stacking 1, continuous actions 2, discrete branches [4], and
+    /// vector observation size 35 (AvatarContract.ObservationSize), stacking 1, continuous actions 2, discrete branches [4], and
     /// Max Step 0 (the area ends episodes after <see cref="AvatarContract.MaxEpisodeSteps"/>
     /// decisions). Decisions are requested by the <see cref="AvatarArea"/>; do not add a
     /// DecisionRequester. Continuous actions are clamped to [-1, 1] and never multiplied by 3
@@ -52,6 +52,7 @@ namespace AvatarMeta
 
         private AvatarBody _body = AvatarBody.AtRest(0.0, 0.0, 0.0);
         private int _lastGesture;
+        private int _lastLandmark = -1;
         private double _commandForward, _commandTurn;
         private int _commandGesture;
 
@@ -163,6 +164,7 @@ namespace AvatarMeta
             _task = task;
             _body = AvatarBody.AtRest(x, z, heading);
             _lastGesture = 0;
+            _lastLandmark = PlazaMath.TouchedLandmark(x, z, -1);
             _commandForward = _commandTurn = 0.0;
             _commandGesture = 0;
             _episodeReturn = 0.0;
@@ -183,6 +185,7 @@ namespace AvatarMeta
             double forwardNoise = noise * Gaussian(random), turnNoise = noise * Gaussian(random);
             _body.Step(_commandForward, _commandTurn, forwardNoise, turnNoise, _task.TopSpeed, _task.TurnRate);
             _lastGesture = _commandGesture;
+            _lastLandmark = PlazaMath.TouchedLandmark(_body.X, _body.Z, _lastLandmark);
             if (_commandGesture != 0) GesturePerformed?.Invoke(this, (Gesture)_commandGesture);
             SyncTransform();
         }
@@ -222,6 +225,7 @@ namespace AvatarMeta
                 X = _body.X, Z = _body.Z, Heading = _body.Heading, VelX = _body.VelX, VelZ = _body.VelZ, TopSpeed = _task.TopSpeed,
                 VisitorX = visitor.X, VisitorZ = visitor.Z, VisitorVelX = visitor.VelX, VisitorVelZ = visitor.VelZ,
                 VisitorGesture = visitor.Cue, LastGesture = _lastGesture, StepsTaken = Area.StepsTaken,
+                LastLandmark = _lastLandmark,
             };
             AvatarObservations.Write(input, _observation);
             _mask[0] = false;

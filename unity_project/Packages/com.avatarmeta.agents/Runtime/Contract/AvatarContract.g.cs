@@ -43,10 +43,10 @@ namespace AvatarMeta
         Dance = 3,
     }
 
-    /// <summary>Observation/action/task layout v1, shared with the Python trainer.</summary>
+    /// <summary>Observation/action/task layout v2, shared with the Python trainer.</summary>
     public static class AvatarContract
     {
-        public const string Version = "v1";
+        public const string Version = "v2";
         public const string BehaviorName = "AvatarAgent";
         public const string SensorName = "VectorSensor";
 
@@ -58,6 +58,8 @@ namespace AvatarMeta
         public const float AvatarRadius = 0.3f;
         public const int NumRays = 8;
         public const float RayLength = 10.0f;
+        /// <summary>Metres from a landmark's centre within which an avatar touches it.</summary>
+        public const float LandmarkTouchRadius = 1.0f;
         /// <summary>(x, z) per landmark.</summary>
         public static readonly float[,] Landmarks = {
             { -6.0f, 6.0f },
@@ -81,7 +83,7 @@ namespace AvatarMeta
         public const float GestureMaskSpeedFraction = 0.5f;
 
         // Observations: one vector sensor, fields in this order
-        public const int ObservationSize = 32;
+        public const int ObservationSize = 35;
         public const int ObsOwnPositionOffset = 0;
         public const int ObsOwnPositionSize = 2;
         public const int ObsOwnVelocityOffset = 2;
@@ -102,6 +104,8 @@ namespace AvatarMeta
         public const int ObsOwnGestureSize = 4;
         public const int ObsTimeLeftOffset = 31;
         public const int ObsTimeLeftSize = 1;
+        public const int ObsLastLandmarkOffset = 32;
+        public const int ObsLastLandmarkSize = 3;
 
         // Body parameters (every family varies the body)
         public static readonly ParamSpec[] BodyParams = {

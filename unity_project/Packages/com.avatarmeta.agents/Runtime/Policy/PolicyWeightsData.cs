@@ -30,7 +30,7 @@ namespace AvatarMeta
         /// <summary><c>CONTINUOUS_OUTPUT_CLIP_UNIT</c>: deterministic continuous = clamp(mean, -1, 1).</summary>
         public const int ContinuousOutputClipUnit = 1;
 
-        /// <summary>Avatar contract version ("v1").</summary>
+        /// <summary>Avatar contract version (AvatarContract.Version, "v2" today).</summary>
         public string ContractVersion = "";
         /// <summary>Observation vector length.</summary>
         public int ObsSize;

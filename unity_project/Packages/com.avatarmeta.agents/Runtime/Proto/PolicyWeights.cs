@@ -859,7 +859,7 @@ namespace AvatarMeta.Proto {
     public const int ContractVersionFieldNumber = 1;
     private string contractVersion_ = "";
     /// <summary>
-    /// avatar contract ("v1")
+    /// avatar contract ("v2": contract.CONTRACT_VERSION)
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]

@@ -30,6 +30,9 @@ namespace AvatarMeta
         /// <summary>(x, z) per landmark, as doubles.</summary>
         public static readonly double[,] Landmarks = ExactMatrix(AvatarContract.Landmarks);
 
+        /// <summary>Metres from a landmark's centre within which an avatar touches it.</summary>
+        public static readonly double LandmarkTouchRadius = Exact(AvatarContract.LandmarkTouchRadius);
+
         /// <summary>
         /// The double a contract constant stands for. The generated contract stores floats
         /// (0.1f = 0.100000001490116...), the Python world uses the decimal literal as a double
@@ -114,6 +117,25 @@ namespace AvatarMeta
         private static double WallHit(double gap, double toward) => gap / Math.Max(toward, 1e-12);
 
         /// <summary>
+        /// The landmark an avatar at (<paramref name="x"/>, <paramref name="z"/>) touches (the
+        /// nearest, within <see cref="LandmarkTouchRadius"/>), else <paramref name="previous"/>:
+        /// the observation's last_landmark, as Plaza._touch_landmarks keeps it.
+        /// </summary>
+        public static int TouchedLandmark(double x, double z, int previous)
+        {
+            var landmarks = Landmarks;
+            int nearest = 0;
+            double best = double.PositiveInfinity;
+            for (int l = 0; l < landmarks.GetLength(0); l++)
+            {
+                double dx = x - landmarks[l, 0], dz = z - landmarks[l, 1];
+                double dist = Math.Sqrt(dx * dx + dz * dz);
+                if (dist < best) { best = dist; nearest = l; }
+            }
+            return best <= LandmarkTouchRadius ? nearest : previous;
+        }
+
+        /// <summary>
         /// Resolves a disc of <paramref name="radius"/> against obstacles (pushed out radially,
         /// keeping the tangential motion) and walls (clamped), as geometry.push_out does.
         /// </summary>
@@ -158,9 +180,11 @@ namespace AvatarMeta
         public int LastGesture;
         /// <summary>Decisions taken so far in this episode.</summary>
         public int StepsTaken;
+        /// <summary>The landmark touched last this episode (<see cref="PlazaMath.TouchedLandmark"/>), -1 before any.</summary>
+        public int LastLandmark;
     }
 
-    /// <summary>Writes observation vector v1 in the contract order (python world: Plaza._observe).</summary>
+    /// <summary>Writes observation vector v2 in the contract order (python world: Plaza._observe).</summary>
     public static class AvatarObservations
     {
         /// <summary>The visitor's velocity is divided by this (m/s).</summary>
@@ -212,6 +236,7 @@ namespace AvatarMeta
 
             WriteOneHot(obs, AvatarContract.ObsOwnGestureOffset, AvatarContract.ObsOwnGestureSize, s.LastGesture);
             obs[AvatarContract.ObsTimeLeftOffset] = TimeLeft(s.StepsTaken);
+            WriteOneHot(obs, AvatarContract.ObsLastLandmarkOffset, AvatarContract.ObsLastLandmarkSize, s.LastLandmark);
         }
 
         /// <summary>Mask rule v1 (contract.gesture_allowed): gestures other than None need |speed| &lt;= half the top speed.</summary>
