@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 from avatar_meta.benchmarks import SUITES
+from avatar_meta.runtime import keep_freed_memory
 
 DESCRIPTION = """\
 avatar-meta: meta-learn Unity ML-Agents avatar behaviour across scenarios, adapt to a new
@@ -451,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     if rest and not args.passthrough:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     func: Callable[[argparse.Namespace, list[str]], int] = args.func
+    keep_freed_memory()  # large tensors freed each iteration stay mapped (avatar_meta.runtime)
     return int(func(args, rest) or 0)
 
 

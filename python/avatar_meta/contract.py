@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CONTRACT_VERSION = "v2"
-"""v2 (2026-12-06) added `last_landmark` to the observation (v1 had 32 floats); see
-docs/tasks-and-rollouts.md, "Observation contract v2"."""
+"""v2 (2026-12-06) added `last_landmark` to the observation (v1 had 32 floats); why:
+docs/scenarios.md section 2."""
 BEHAVIOR_NAME = "AvatarAgent"
 """Behaviour name as ML-Agents reports it; `?team=0` is appended by the world like Unity does."""
 
