@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+import torch
 
 from avatar_meta import codegen, contract
 
@@ -77,3 +81,26 @@ def test_param_clip_turns_nan_into_midpoint() -> None:
     landmark = contract.FAMILY_BY_NAME["reach_landmark"].params[0]
     assert landmark.clip(float("nan")) == 1.0
     assert contract.BODY_PARAMS[0].clip(float("nan")) == 2.0
+
+
+def test_a_checkpoint_for_another_contract_is_refused_with_the_fix(tmp_path: Path) -> None:
+    from avatar_meta.export.checkpoint import load_policy
+    from avatar_meta.rl.policy import Policy, PolicySpec
+    from avatar_meta.serve.adapter import Adapter, make_checkpoint
+    from avatar_meta.training.checkpoints import load_checkpoint
+
+    # A v1 checkpoint recorded no version: its first layer reads 32 observations.
+    params, buffers = Policy(PolicySpec(obs_size=32, hidden=(8, 8))).init(seed=0)
+    old = tmp_path / "v1.pt"
+    torch.save({"params": params, "buffers": buffers, "config": {}}, old)
+    for load in (load_policy, load_checkpoint, Adapter):
+        with pytest.raises(ValueError) as err:
+            load(old)
+        message = str(err.value)
+        assert "contract v1 (32 observations)" in message and "v2 (35" in message
+        assert "train it again" in message
+    # Today's checkpoints record the version, and load.
+    current = make_checkpoint(tmp_path / "v2.pt", hidden=(8, 8))
+    assert torch.load(current, weights_only=False)["contract"] == contract.CONTRACT_VERSION
+    assert load_policy(current)[0].obs_size == contract.OBSERVATION_SIZE
+    assert Adapter(current).spec.obs_size == contract.OBSERVATION_SIZE

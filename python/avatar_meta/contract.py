@@ -18,6 +18,22 @@ from dataclasses import dataclass
 CONTRACT_VERSION = "v2"
 """v2 (2026-12-06) added `last_landmark` to the observation (v1 had 32 floats); why:
 docs/scenarios.md section 2."""
+OBSERVATION_SIZE_BY_VERSION = {"v1": 32, "v2": 35}
+"""The observation width of each contract version, for messages about old artefacts."""
+
+
+def require_contract(version: str | None, source: str) -> None:
+    """ValueError if `source` (a checkpoint, say) was made for another contract version than
+    this CONTRACT_VERSION; None (not known) passes."""
+    if version is not None and version != CONTRACT_VERSION:
+        raise ValueError(
+            f"{source} was trained for avatar contract {version} "
+            f"({OBSERVATION_SIZE_BY_VERSION.get(version, '?')} observations); this avatar-meta "
+            f"speaks {CONTRACT_VERSION} ({OBSERVATION_SIZE_BY_VERSION[CONTRACT_VERSION]}, "
+            "docs/scenarios.md section 2): train it again"
+        )
+
+
 BEHAVIOR_NAME = "AvatarAgent"
 """Behaviour name as ML-Agents reports it; `?team=0` is appended by the world like Unity does."""
 
@@ -96,6 +112,7 @@ def _offsets() -> dict[str, slice]:
 OBS = _offsets()
 """Slice of each named field inside the observation vector."""
 OBSERVATION_SIZE = sum(size for _, size in OBSERVATION_LAYOUT)
+assert OBSERVATION_SIZE_BY_VERSION[CONTRACT_VERSION] == OBSERVATION_SIZE
 
 
 # ---------------------------------------------------------------------------------------------

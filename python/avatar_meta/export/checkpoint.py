@@ -39,12 +39,28 @@ def policy_keys(path: str | Path) -> list[str]:
     return list(payload.get("policy_keys") or []) if isinstance(payload, dict) else []
 
 
+def trained_contract(payload: dict[str, Any]) -> str | None:
+    """The avatar contract a checkpoint payload was trained for: as recorded, else (checkpoints
+    from before v2 did not record it) read off its first layer's input width; None if neither
+    tells."""
+    if payload.get("contract"):
+        return str(payload["contract"])
+    weight = (payload.get("params") or {}).get("actor.0.weight")
+    if weight is None:
+        return None
+    policy = (payload.get("config") or {}).get("policy") or {}
+    width = int(weight.shape[1]) - int(policy.get("context_size") or 0)
+    by_width = {size: v for v, size in contract.OBSERVATION_SIZE_BY_VERSION.items()}
+    return by_width.get(width)
+
+
 def load_policy(path: str | Path, key: str | None = None) -> tuple[PolicySpec, Params, Buffers]:
     """(spec, params, buffers) of a checkpoint; `key` picks one meta-policy of a per-family
     checkpoint (None = its first). ValueError naming what is missing."""
     payload: dict[str, Any] = torch.load(Path(path), map_location="cpu", weights_only=False)
     if not isinstance(payload, dict) or "params" not in payload or "buffers" not in payload:
         raise ValueError(f"{path} is not an avatar-meta checkpoint (no params/buffers)")
+    contract.require_contract(trained_contract(payload), str(path))
     params = payload["params"]
     if key is not None:
         by_key = payload.get("params_by_key") or {}

@@ -29,6 +29,7 @@ import torch
 from avatar_meta import contract
 from avatar_meta.config import RunConfig, config_from_dict
 from avatar_meta.export import policy_weights
+from avatar_meta.export.checkpoint import trained_contract
 from avatar_meta.meta.core import inner_grad, select_keys, sgd_step
 from avatar_meta.meta.encoder import encoder_adapt, init_encoder
 from avatar_meta.proto_gen.v1 import adaptation_service_pb2 as svc
@@ -118,6 +119,7 @@ def make_checkpoint(
         params |= init_encoder(config.policy_spec(), config.meta.encoder_hidden, seed)
     payload = {
         "algorithm": algorithm,
+        "contract": contract.CONTRACT_VERSION,
         "params": params,
         "buffers": buffers,
         "metasgd_lrs": None,
@@ -143,6 +145,7 @@ class Adapter:
         from avatar_meta.training.evaluate import make_adapt_fn
 
         ck: dict[str, Any] = torch.load(Path(checkpoint), map_location="cpu", weights_only=False)
+        contract.require_contract(trained_contract(ck), str(checkpoint))
         self.config: RunConfig = config_from_dict(ck["config"])
         self.algorithm: str = ck["algorithm"]
         if self.algorithm == "search":

@@ -20,7 +20,9 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from avatar_meta import contract
 from avatar_meta.config import RunConfig
+from avatar_meta.export.checkpoint import trained_contract
 from avatar_meta.meta import MetaSGDParams
 from avatar_meta.rl import Buffers, Params
 
@@ -102,6 +104,7 @@ def save_checkpoint(state: MetaState, path: Path, config: RunConfig) -> None:
     first = next(iter(state.params))
     payload = {
         "algorithm": state.algorithm,
+        "contract": contract.CONTRACT_VERSION,
         "policy_keys": list(state.params),
         "params_by_key": by_key,
         "metasgd_lrs_by_key": lrs_by_key or None,
@@ -147,5 +150,7 @@ def _detach(params: Params) -> Params:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A run checkpoint's payload; ValueError if it was trained for another avatar contract."""
     payload: dict[str, Any] = torch.load(path, weights_only=False)
+    contract.require_contract(trained_contract(payload), str(path))
     return payload
