@@ -200,30 +200,12 @@ def test_observations_match_the_headless_world(build: Path, tmp_path: Path) -> N
             v = plaza._visitors
             for i in range(plaza.n_agents):
                 a = plaza._area_of[i]
-                values = [
-                    plaza._pos[i].real,
-                    plaza._pos[i].imag,
-                    plaza._heading[i],
-                    plaza._vel[i].real,
-                    plaza._vel[i].imag,
-                    plaza._top_speed[i],
-                    v.pos[a].real,
-                    v.pos[a].imag,
-                    v.vel[a].real,
-                    v.vel[a].imag,
-                ]
-                ints = [
-                    int(v.cue[a]),
-                    int(plaza._last_gesture[i]),
-                    int(plaza._steps[a]),
-                    int(plaza._last_landmark[i]),
-                ]
-                requests.append(
-                    "obs "
-                    + " ".join(repr(float(x)) for x in values)
-                    + " "
-                    + " ".join(map(str, ints))
-                )
+                pos, vel, vpos, vvel = plaza._pos[i], plaza._vel[i], v.pos[a], v.vel[a]
+                values = [pos.real, pos.imag, plaza._heading[i], vel.real, vel.imag]
+                values += [plaza._top_speed[i], vpos.real, vpos.imag, vvel.real, vvel.imag]
+                ints = [v.cue[a], plaza._last_gesture[i], plaza._steps[a], plaza._last_landmark[i]]
+                numbers = " ".join(repr(float(x)) for x in values)
+                requests.append(f"obs {numbers} " + " ".join(str(int(k)) for k in ints))
                 expected.append(obs[i])
         cont = rng.uniform(-1, 1, size=(plaza.n_agents, 2))
         plaza.step(cont, rng.integers(0, 4, size=plaza.n_agents))
@@ -233,10 +215,8 @@ def test_observations_match_the_headless_world(build: Path, tmp_path: Path) -> N
 
 
 def test_landmark_touch_matches_the_headless_world(build: Path, tmp_path: Path) -> None:
-    """PlazaMath.TouchedLandmark keeps last_landmark as Plaza._touch_landmarks does, including
-    on the radius and between landmarks (where the previous value must survive)."""
-    plaza = Plaza(num_areas=1, agents_per_area=1, seed=2)
-    rng = np.random.default_rng(4)
+    """C# TouchedLandmark = Plaza._touch_landmarks, on the radius and off it (previous kept)."""
+    plaza, rng = Plaza(num_areas=1, agents_per_area=1, seed=2), np.random.default_rng(4)
     requests, expected, touched = [], [], 0
     for i in range(300):
         lx, lz = contract.LANDMARKS[i % len(contract.LANDMARKS)]
