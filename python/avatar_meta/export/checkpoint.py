@@ -54,13 +54,21 @@ def trained_contract(payload: dict[str, Any]) -> str | None:
     return by_width.get(width)
 
 
+def load_payload(path: str | Path) -> Any:
+    """A checkpoint's payload, on the CPU; ValueError if it was trained for another avatar
+    contract (every reader of run checkpoints goes through here)."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+    if isinstance(payload, dict):
+        contract.require_contract(trained_contract(payload), str(path))
+    return payload
+
+
 def load_policy(path: str | Path, key: str | None = None) -> tuple[PolicySpec, Params, Buffers]:
     """(spec, params, buffers) of a checkpoint; `key` picks one meta-policy of a per-family
     checkpoint (None = its first). ValueError naming what is missing."""
-    payload: dict[str, Any] = torch.load(Path(path), map_location="cpu", weights_only=False)
+    payload = load_payload(path)
     if not isinstance(payload, dict) or "params" not in payload or "buffers" not in payload:
         raise ValueError(f"{path} is not an avatar-meta checkpoint (no params/buffers)")
-    contract.require_contract(trained_contract(payload), str(path))
     params = payload["params"]
     if key is not None:
         by_key = payload.get("params_by_key") or {}

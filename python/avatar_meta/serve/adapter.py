@@ -29,7 +29,7 @@ import torch
 from avatar_meta import contract
 from avatar_meta.config import RunConfig, config_from_dict
 from avatar_meta.export import policy_weights
-from avatar_meta.export.checkpoint import trained_contract
+from avatar_meta.export.checkpoint import load_payload
 from avatar_meta.meta.core import inner_grad, select_keys, sgd_step
 from avatar_meta.meta.encoder import encoder_adapt, init_encoder
 from avatar_meta.proto_gen.v1 import adaptation_service_pb2 as svc
@@ -144,8 +144,7 @@ class Adapter:
     ) -> None:
         from avatar_meta.training.evaluate import make_adapt_fn
 
-        ck: dict[str, Any] = torch.load(Path(checkpoint), map_location="cpu", weights_only=False)
-        contract.require_contract(trained_contract(ck), str(checkpoint))
+        ck: dict[str, Any] = load_payload(checkpoint)
         self.config: RunConfig = config_from_dict(ck["config"])
         self.algorithm: str = ck["algorithm"]
         if self.algorithm == "search":

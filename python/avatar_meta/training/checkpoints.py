@@ -22,7 +22,7 @@ import torch
 
 from avatar_meta import contract
 from avatar_meta.config import RunConfig
-from avatar_meta.export.checkpoint import trained_contract
+from avatar_meta.export.checkpoint import load_payload
 from avatar_meta.meta import MetaSGDParams
 from avatar_meta.rl import Buffers, Params
 
@@ -151,6 +151,5 @@ def _detach(params: Params) -> Params:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A run checkpoint's payload; ValueError if it was trained for another avatar contract."""
-    payload: dict[str, Any] = torch.load(path, weights_only=False)
-    contract.require_contract(trained_contract(payload), str(path))
+    payload: dict[str, Any] = load_payload(path)
     return payload
